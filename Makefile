@@ -1,0 +1,47 @@
+# pytest-apex — the two commands a newcomer needs are `make test` and `make staging`.
+# Both run `make setup` first, which is idempotent and cheap once the host is prepared.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+STACK := fixtures/stack/docker-compose.staging.yml
+ENV_FILE := fixtures/stack/.env.staging
+# pytest-xdist workers for the project's own tests; the stack tests share one stack.
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-plugin test-stack staging lint stack-up stack-down bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+## The project's own tests: plugin unit tests, the reference stack's tests, the suites' fault proofs.
+test: setup
+	$(PYTEST) tests/plugin tests/stack tests/proofs $(PYTEST_ARGS)
+
+test-plugin:
+	$(PYTEST) tests/plugin $(PYTEST_ARGS)
+
+## Every suite against the reference stack (health, isolation, load, rollback).
+staging: setup
+	$(PYTEST) tests/acceptance tests/isolation $(PYTEST_ARGS)
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## Bring the reference stack up by hand (project "apex-manual") and print its ports.
+stack-up: setup
+	COMPOSE_PROJECT_NAME=apex-manual docker compose -f $(STACK) --env-file $(ENV_FILE) up -d --wait
+	@for s in frontend backend auth postgres redis; do \
+	  case $$s in frontend) p=3000;; backend) p=8000;; auth) p=8081;; postgres) p=5432;; redis) p=6379;; esac; \
+	  printf '%-9s %s\n' $$s "$$(COMPOSE_PROJECT_NAME=apex-manual docker compose -f $(STACK) port $$s $$p)"; \
+	done
+
+stack-down:
+	COMPOSE_PROJECT_NAME=apex-manual docker compose -f $(STACK) --env-file $(ENV_FILE) down -v --timeout 5
+
+bench: setup
+	$(PYTEST) benchmarks $(PYTEST_ARGS)
+
+clean: stack-down
+	rm -rf .apex allure-results allure-report

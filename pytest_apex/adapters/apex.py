@@ -1,0 +1,159 @@
+"""The adapter for the reference Apex stack (fixtures/stack): dev login, REST threads, /ws runs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from pytest_apex.adapters.base import AgentRun
+
+TERMINAL_EVENTS = frozenset({"agent_completed", "agent_error"})
+AGENT_EVENTS = ("agent_started", "agent_thinking", "tool_executing", "tool_completed")
+
+
+def jwt_subprotocol(token: str) -> str:
+    """The `jwt.<base64url token>` WebSocket subprotocol the backend accepts."""
+    return "jwt." + base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+def ws_url(http_url: str) -> str:
+    return http_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/ws"
+
+
+class ApexAdapter:
+    """Logs users in through auth and acts for them on the backend."""
+
+    def __init__(self, endpoints: Mapping[str, str], *, http: httpx.AsyncClient | None = None):
+        missing = {"auth", "backend"} - set(endpoints)
+        if missing:
+            raise ValueError(
+                f"the Apex adapter needs the endpoints {sorted(missing)}; got {sorted(endpoints)}"
+            )
+        self.auth_url = endpoints["auth"].rstrip("/")
+        self.backend_url = endpoints["backend"].rstrip("/")
+        self.http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
+        )
+
+    async def login(self, email: str) -> ApexUserSession:
+        response = await self.http.post(f"{self.auth_url}/auth/dev/login", json={"email": email})
+        response.raise_for_status()
+        body = response.json()
+        return ApexUserSession(
+            self, body["user"]["id"], body["user"]["email"], body["access_token"]
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+class ApexUserSession:
+    """One logged-in user: REST calls with their token, agent runs on their own socket."""
+
+    def __init__(self, adapter: ApexAdapter, user_id: str, email: str, token: str) -> None:
+        self.adapter = adapter
+        self.user_id = user_id
+        self.email = email
+        self.token = token
+        self._ws: ClientConnection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def create_thread(self, title: str) -> dict[str, Any]:
+        response = await self.adapter.http.post(
+            f"{self.adapter.backend_url}/api/threads", json={"title": title}, headers=self.headers
+        )
+        response.raise_for_status()
+        return dict(response.json())
+
+    async def list_threads(self) -> list[dict[str, Any]]:
+        response = await self.adapter.http.get(
+            f"{self.adapter.backend_url}/api/threads", headers=self.headers
+        )
+        response.raise_for_status()
+        return list(response.json())
+
+    async def get_thread(self, thread_id: str) -> tuple[int, dict[str, Any]]:
+        response = await self.adapter.http.get(
+            f"{self.adapter.backend_url}/api/threads/{thread_id}", headers=self.headers
+        )
+        body = response.json() if response.content else {}
+        return response.status_code, body
+
+    async def connect(self) -> ClientConnection:
+        if self._ws is None:
+            self._ws = await websockets.connect(
+                ws_url(self.adapter.backend_url),
+                subprotocols=[websockets.Subprotocol(jwt_subprotocol(self.token))],
+                open_timeout=30,
+                max_size=2**20,
+            )
+        return self._ws
+
+    async def run_agent(self, thread_id: str, user_request: str, timeout: float) -> AgentRun:
+        """Start a run and collect its events until the terminal one (or the deadline)."""
+        async with self._lock:  # one run at a time per session keeps attribution exact
+            ws = await self.connect()
+            message_id = str(uuid.uuid4())
+            started = time.monotonic()
+            deadline = started + timeout
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "start_agent",
+                        "payload": {"user_request": user_request, "thread_id": thread_id},
+                        "message_id": message_id,
+                    }
+                )
+            )
+            run = AgentRun(run_id="", thread_id=thread_id, user_request=user_request)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), remaining)
+                except TimeoutError:
+                    break
+                message = json.loads(raw)
+                kind = message.get("type")
+                if kind == "run_accepted" and message.get("message_id") == message_id:
+                    run.run_id = message.get("run_id", "")
+                    continue
+                if kind in ("heartbeat", "pong", "run_accepted"):
+                    continue
+                if kind == "error":
+                    run.events.append(message)
+                    break
+                mine = (
+                    message.get("run_id") == run.run_id
+                    and (message.get("payload") or {}).get("user_id") == self.user_id
+                )
+                if not mine:
+                    run.foreign.append(message)
+                    continue
+                if not run.events:
+                    run.first_event_seconds = time.monotonic() - started
+                run.events.append(message)
+                if kind in TERMINAL_EVENTS:
+                    break
+            run.seconds = time.monotonic() - started
+            return run
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None

@@ -1,0 +1,279 @@
+"""Success criteria as values, and the run's verdict built from them.
+
+A `Criterion` is one measured value compared with one threshold ("p95 < 2 s at 150 users").
+It knows whether it passed and how to say so; it knows nothing about pytest. The `Verdict`
+collects every criterion of a run (merged across xdist workers) and renders the JSON report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+Op = Literal["<", "<=", ">", ">=", "=="]
+
+OPS: Final[tuple[Op, ...]] = ("<", "<=", ">", ">=", "==")
+
+# What was *seen* when a comparison did not hold: a failed `p95 < 2 s` reads `p95 2.41 s >= 2 s`.
+NEGATED_OPS: Final[Mapping[str, str]] = {
+    "<": ">=",
+    "<=": ">",
+    ">": "<=",
+    ">=": "<",
+    "==": "!=",
+}
+
+# The suites in the order their results are shown; other suite names sort after them.
+SUITES: Final[tuple[str, ...]] = ("health", "isolation", "load", "rollback", "soak")
+
+REPORT_SCHEMA_VERSION: Final = 1
+
+
+def format_number(value: float) -> str:
+    """Render a measurement for humans: three significant digits, integers as integers.
+
+    ``2.0 -> "2.00"``, ``2.4134 -> "2.41"``, ``0.9991 -> "0.999"``, ``150 -> "150"``,
+    ``1024.0 -> "1024"``. Values of 100 and more are rounded to whole numbers rather than
+    written in exponent form, because thresholds such as 1024 KB/h read badly as ``1.02e+03``.
+    """
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)  # "nan", "inf": an empty metric must show as such, not as 0
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return str(round(value))
+    text = f"{value:#.3g}"
+    return text.rstrip(".") if "e" not in text else text
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where in a staged run a criterion was measured: stage `index` of `count`, at `users`."""
+
+    index: int
+    count: int
+    users: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.index <= self.count:
+            raise ValueError(f"stage index {self.index} is outside 1..{self.count}")
+        if self.users < 0:
+            raise ValueError(f"stage users must be >= 0, got {self.users}")
+
+    def describe(self) -> str:
+        return f"at {self.users} users (stage {self.index}/{self.count})"
+
+    def to_json(self) -> dict[str, int]:
+        return {"index": self.index, "count": self.count, "users": self.users}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Stage:
+        return cls(index=int(data["index"]), count=int(data["count"]), users=int(data["users"]))
+
+
+def _with_unit(value: float, unit: str) -> str:
+    return f"{format_number(value)} {unit}" if unit else format_number(value)
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One success criterion: `observed op threshold`, e.g. load p95 1.2 s < 2.0 s.
+
+    `passed` is computed, never given, so a criterion cannot claim a result its numbers do
+    not support. A NaN observation (an empty metric) fails every comparison: "no data" must
+    never pass a gate.
+    """
+
+    suite: str
+    name: str
+    observed: float
+    threshold: float
+    op: Op
+    unit: str = ""
+    stage: Stage | None = None
+    test: str = ""  # node id of the test that recorded it ("" outside a test)
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise ValueError(f"criterion op {self.op!r} is not one of {', '.join(OPS)}")
+        if not self.suite or not self.name:
+            raise ValueError("a criterion needs a suite and a name")
+
+    @property
+    def passed(self) -> bool:
+        observed, threshold = self.observed, self.threshold
+        if math.isnan(observed) or math.isnan(threshold):
+            return False
+        match self.op:
+            case "<":
+                return observed < threshold
+            case "<=":
+                return observed <= threshold
+            case ">":
+                return observed > threshold
+            case ">=":
+                return observed >= threshold
+            case "==":
+                return observed == threshold
+        raise AssertionError(f"unreachable op {self.op!r}")  # pragma: no cover
+
+    @property
+    def message(self) -> str:
+        """``load p95 2.41 s >= 2.00 s at 150 users (stage 5/5)``: what was seen, in one line.
+
+        A passed criterion shows its op (``1.20 s < 2.00 s``); a failed one the negated op,
+        so the line states the observation rather than the requirement.
+        """
+        op = self.op if self.passed else NEGATED_OPS[self.op]
+        text = (
+            f"{self.suite} {self.name} {_with_unit(self.observed, self.unit)} "
+            f"{op} {_with_unit(self.threshold, self.unit)}"
+        )
+        return f"{text} {self.stage.describe()}" if self.stage else text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "name": self.name,
+            "observed": _json_number(self.observed),
+            "threshold": _json_number(self.threshold),
+            "op": self.op,
+            "unit": self.unit,
+            "stage": self.stage.to_json() if self.stage else None,
+            "passed": self.passed,
+            "test": self.test,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Criterion:
+        """Inverse of `to_json`; `passed` is recomputed, not trusted."""
+        stage = data.get("stage")
+        return cls(
+            suite=str(data["suite"]),
+            name=str(data["name"]),
+            observed=_number_from_json(data["observed"]),
+            threshold=_number_from_json(data["threshold"]),
+            op=data["op"],
+            unit=str(data.get("unit", "")),
+            stage=Stage.from_json(stage) if stage else None,
+            test=str(data.get("test", "")),
+        )
+
+
+def _json_number(value: float) -> float | None:
+    # JSON has no NaN/Infinity; `null` keeps the file valid and still reads as "no value".
+    return value if math.isfinite(value) else None
+
+
+def _number_from_json(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _suite_rank(suite: str) -> tuple[int, str]:
+    return (SUITES.index(suite) if suite in SUITES else len(SUITES), suite)
+
+
+@dataclass
+class Verdict:
+    """Every criterion of a run, plus how the test session itself went.
+
+    The verdict passes only when every criterion passed *and* the session had no failures:
+    a crashed suite that recorded nothing must not read as a pass.
+    """
+
+    profile: str = "ci"
+    target: str = ""
+    criteria: list[Criterion] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    session_failed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # thresholds, faults: context for readers
+
+    def add(self, criterion: Criterion) -> None:
+        self.criteria.append(criterion)
+
+    def extend(self, criteria: Iterable[Criterion]) -> None:
+        self.criteria.extend(criteria)
+
+    def merge(self, other: Verdict) -> None:
+        """Fold another process's verdict (an xdist worker's) into this one."""
+        self.criteria.extend(other.criteria)
+        for outcome, count in other.counts.items():
+            self.count(outcome, count)
+        self.session_failed = self.session_failed or other.session_failed
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + n
+
+    @property
+    def failed_criteria(self) -> list[Criterion]:
+        return [c for c in self.criteria if not c.passed]
+
+    @property
+    def passed(self) -> bool:
+        return not self.session_failed and not self.failed_criteria
+
+    @property
+    def status(self) -> Literal["pass", "fail"]:
+        return "pass" if self.passed else "fail"
+
+    def by_suite(self) -> dict[str, list[Criterion]]:
+        """Criteria grouped by suite, suites in canonical order, criteria in recorded order."""
+        groups: dict[str, list[Criterion]] = {}
+        for criterion in sorted(self.criteria, key=lambda c: _suite_rank(c.suite)):
+            groups.setdefault(criterion.suite, []).append(criterion)
+        return groups
+
+    def to_json(self) -> dict[str, Any]:
+        ordered = [c for group in self.by_suite().values() for c in group]
+        return {
+            "schema": REPORT_SCHEMA_VERSION,
+            "verdict": self.status,
+            "profile": self.profile,
+            "target": self.target,
+            "counts": dict(sorted(self.counts.items())),
+            "criteria": [c.to_json() for c in ordered],
+            **self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Verdict:
+        known = {"schema", "verdict", "profile", "target", "counts", "criteria"}
+        verdict = cls(
+            profile=str(data.get("profile", "ci")),
+            target=str(data.get("target", "")),
+            criteria=[Criterion.from_json(c) for c in data.get("criteria", [])],
+            counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+        # A report saying "fail" with only passing criteria failed for session reasons.
+        verdict.session_failed = data.get("verdict") == "fail" and not verdict.failed_criteria
+        return verdict
+
+    def write(self, path: Path) -> Path:
+        """Write the JSON report atomically, so a reader never sees half a verdict."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the report from CI artifact readers
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> Verdict:
+        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))

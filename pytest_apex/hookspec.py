@@ -1,0 +1,53 @@
+"""Hooks pytest-apex calls, for conftest.py files and other plugins to implement.
+
+Added with ``pluginmanager.add_hookspecs`` from the plugin's ``pytest_addhooks``. Example::
+
+    # conftest.py
+    def pytest_apex_criterion_recorded(criterion):
+        if not criterion.passed:
+            notify_oncall(criterion.message)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_apex.config import ApexSettings
+    from pytest_apex.criteria import Criterion, Verdict
+    from pytest_apex.targets.lifecycle import TargetSession
+
+
+@pytest.hookspec
+def pytest_apex_criterion_recorded(criterion: Criterion, item: pytest.Item | None) -> None:
+    """Called in the test's process each time a criterion is recorded, passed or failed.
+
+    Runs before a failed ``apex_criteria.check`` raises, so implementations see every
+    criterion. ``item`` is the test that recorded it (None outside a test).
+    Implementations must not raise: they would turn a measured result into an error.
+    """
+
+
+@pytest.hookspec
+def pytest_apex_verdict(verdict: Verdict, config: pytest.Config) -> None:
+    """Called once per run, in the controller (or the only process), before the report is written.
+
+    ``verdict`` already holds every worker's criteria and the session's outcome; an
+    implementation may read it (to publish it elsewhere) or add criteria of its own.
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_apex_target_session(
+    settings: ApexSettings, config: pytest.Config
+) -> TargetSession | None:
+    """Create the run's target session; the first non-None result wins.
+
+    Called in ``pytest_configure`` of every process. The default implementation builds
+    ``pytest_apex.targets.lifecycle.TargetSession``: ``from_workerinput`` in an xdist worker,
+    ``for_controller`` otherwise. Implement it to bring a different kind of target (or a
+    fake one, in tests); the result must offer ``acquire``, ``describe``, ``workerinput`` and
+    ``finish`` like ``TargetSession``.
+    """

@@ -1,0 +1,45 @@
+"""The machine-readable verdict (``--apex-report``, default ``.apex/report.json``).
+
+Schema (``schema`` 1)::
+
+    {"schema": 1, "verdict": "pass" | "fail", "profile": "ci", "target": "compose:…",
+     "counts": {"passed": 3, "failed": 0, "skipped": 1, "error": 0},
+     "criteria": [{"suite", "name", "observed", "threshold", "op", "unit",
+                   "stage": {"index", "count", "users"} | null, "passed", "test"}],
+     "thresholds": {name: value}, "faults": [...]}
+
+``observed`` is null when nothing was measured (NaN); such a criterion never passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pytest_apex.config import ApexSettings
+from pytest_apex.criteria import Verdict
+
+
+def prepare(
+    verdict: Verdict,
+    *,
+    settings: ApexSettings,
+    target: Mapping[str, str],
+    session_failed: bool,
+) -> Verdict:
+    """Fill in the run's context (profile, target, thresholds in effect, session outcome)."""
+    verdict.profile = settings.profile
+    verdict.target = target.get("target") or settings.target_label
+    verdict.session_failed = verdict.session_failed or session_failed
+    verdict.extra.update(
+        {"thresholds": settings.thresholds.to_json(), "faults": list(settings.faults)}
+    )
+    return verdict
+
+
+def write_report(verdict: Verdict, path: Path) -> Path:
+    return verdict.write(path)
+
+
+def read_report(path: Path) -> Verdict:
+    return Verdict.read(path)

@@ -1,0 +1,52 @@
+"""What the suites need from a deployment, whoever runs it.
+
+A `Target` is a running stack: the compose target (testcontainers) or an external one
+(URLs of an already-deployed environment). Engines and suites only ever see
+`endpoints()`; container-level checks ask `containers()` and skip when it is empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """One service container as the health suite inspects it."""
+
+    service: str
+    container_id: str
+    image_id: str
+    state: str  # running, exited, ...
+    health: str  # healthy, unhealthy, starting, or "" without a health check
+    user: str  # the configured user ("" means root)
+    memory_limit_bytes: int  # 0 means unlimited
+    nano_cpus: int  # 0 means unlimited
+    published: tuple[tuple[str, int, int], ...] = field(default=())  # (host_ip, host_port, port)
+
+
+@runtime_checkable
+class Target(Protocol):
+    """A running deployment the suites test."""
+
+    @property
+    def name(self) -> str:
+        """Human-readable identity, e.g. ``compose:apex-1a2b3c`` or ``external``."""
+        ...
+
+    def endpoints(self) -> dict[str, str]:
+        """Base URL of each service, e.g. ``{"backend": "http://127.0.0.1:49153"}``."""
+        ...
+
+    def containers(self) -> list[ContainerInfo]:
+        """The stack's containers; empty when the target gives no container access."""
+        ...
+
+    def logs(self, service: str, tail: int = 200) -> str:
+        """The last `tail` log lines of a service ("" when not available)."""
+        ...
+
+    def stop(self) -> None:
+        """Tear the target down (a no-op for targets this run did not start)."""
+        ...

@@ -1,0 +1,64 @@
+"""Shared helpers for the project's own tests (not part of the plugin's public surface)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_apex.targets.compose import ComposeTarget
+from pytest_apex.targets.lifecycle import new_project_name
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK_DIR = ROOT / "fixtures" / "stack"
+COMPOSE_FILE = STACK_DIR / "docker-compose.staging.yml"
+ENV_FILE = STACK_DIR / ".env.staging"
+
+
+def read_env_file(path: Path = ENV_FILE) -> dict[str, str]:
+    """KEY=VALUE lines of an env file, comments and blanks skipped."""
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+class FaultStack:
+    """A second reference stack whose fault switches tests flip, away from the clean one.
+
+    Switching recreates only the app services (backend, auth) with a new APEX_FAULTS,
+    which takes seconds, so every fault gets a proof without a full bring-up each.
+    """
+
+    APP_SERVICES = ("backend", "auth")
+
+    def __init__(self, target: ComposeTarget) -> None:
+        self.target = target
+        self.faults = ""
+
+    def switch(self, *faults: str) -> dict[str, str]:
+        wanted = ",".join(sorted(faults))
+        if wanted != self.faults:
+            self.target.recreate(self.APP_SERVICES, {"APEX_FAULTS": wanted})
+            self.faults = wanted
+        return self.target.endpoints()
+
+
+@pytest.fixture(scope="session")
+def fault_stack() -> Iterator[FaultStack]:
+    target = ComposeTarget(
+        COMPOSE_FILE, new_project_name(), env={"APEX_FAULTS": ""}, progress=_progress
+    )
+    try:
+        target.start()
+        yield FaultStack(target)
+    finally:
+        target.stop()
+
+
+def _progress(line: str) -> None:
+    print(f"[fault-stack] {line}", flush=True)

@@ -1,0 +1,376 @@
+"""Options, ini twins, profiles and the usage errors of bad configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_apex.config import (
+    KNOWN_FAULTS,
+    PROFILES,
+    THRESHOLDS,
+    ApexSettings,
+    RawOptions,
+    Thresholds,
+    resolve,
+    settings_key,
+)
+from tests.plugin.conftest import ApexPytester
+
+OPTIONS = {
+    "--apex-stack": "apex_stack",
+    "--apex-url": "apex_urls",
+    "--apex-profile": "apex_profile",
+    "--apex-keep": "apex_keep",
+    "--apex-reuse": "apex_reuse",
+    "--apex-report": "apex_report",
+    "--apex-threshold": "apex_thresholds",
+    "--apex-faults": "apex_faults",
+}
+
+
+def _resolve(tmp_path: Path, *, cli: dict | None = None, ini: dict | None = None) -> ApexSettings:
+    return resolve(
+        RawOptions(source="cli", base=tmp_path, **(cli or {})),
+        RawOptions(source="ini", base=tmp_path, **(ini or {})),
+        rootdir=tmp_path,
+    )
+
+
+def _settings(apex: ApexPytester, *args: str) -> ApexSettings:
+    return apex.configure(*args).stash[settings_key]
+
+
+# --- help and markers -------------------------------------------------------------------------
+
+
+def test_help_documents_every_option_and_its_ini_twin(apex: ApexPytester) -> None:
+    result = apex.run("--help")
+    assert result.ret == 0
+    out = " ".join(result.stdout.str().split())  # help text is wrapped at any space
+    assert "pytest-apex" in out
+    for flag, ini in OPTIONS.items():
+        assert flag in out
+        assert f"{ini} (" in out  # the ini section lists "apex_stack (string): ..."
+        assert f"[ini: {ini}]" in out
+
+
+def test_help_works_despite_bad_configuration(apex: ApexPytester) -> None:
+    apex.pytester.makeini("[pytest]\napex_profile = nope\napex_stack = missing.yml\n")
+    assert apex.run("--help").ret == 0
+
+
+def test_markers_are_registered_with_help(apex: ApexPytester) -> None:
+    result = apex.run("--markers")
+    for suite in ("health", "isolation", "load", "rollback", "soak"):
+        result.stdout.fnmatch_lines([f"@pytest.mark.{suite}: {suite} suite: *"])
+
+
+def test_strict_markers_accepts_the_suite_markers(apex: ApexPytester) -> None:
+    apex.pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.health
+        @pytest.mark.isolation
+        @pytest.mark.load
+        @pytest.mark.rollback
+        @pytest.mark.soak
+        def test_marked():
+            pass
+        """
+    )
+    apex.run("--strict-markers").assert_outcomes(passed=1)
+
+
+# --- defaults, ini twins, CLI over ini --------------------------------------------------------
+
+
+def test_defaults_without_configuration(apex: ApexPytester) -> None:
+    settings = _settings(apex)
+    assert settings.profile == "ci"
+    assert settings.stack is None
+    assert dict(settings.urls) == {}
+    assert not settings.is_external
+    assert (settings.keep, settings.reuse) == (False, False)
+    assert settings.report == apex.path / ".apex" / "report.json"
+    assert settings.faults == ()
+    assert settings.rootdir == apex.path
+    assert settings.thresholds["p95_s_max"] == 2.0
+
+
+def test_every_ini_twin_is_read(apex: ApexPytester) -> None:
+    (apex.path / "stack").mkdir()
+    (apex.path / "stack" / "compose.yml").write_text("services: {}\n")
+    apex.pytester.makeini(
+        """
+        [pytest]
+        apex_stack = stack/compose.yml
+        apex_urls =
+            backend=http://127.0.0.1:8000/
+            auth=http://127.0.0.1:8081
+        apex_profile = staging
+        apex_keep = true
+        apex_reuse = true
+        apex_report = out/verdict.json
+        apex_thresholds =
+            p95_s_max = 1.5
+            availability_min = 99.5%
+        apex_faults = idor, memory_leak
+        """
+    )
+    settings = _settings(apex)
+    assert settings.stack == apex.path / "stack" / "compose.yml"
+    assert dict(settings.urls) == {
+        "backend": "http://127.0.0.1:8000",
+        "auth": "http://127.0.0.1:8081",
+    }
+    assert settings.is_external
+    assert settings.profile == "staging"
+    assert (settings.keep, settings.reuse) == (True, True)
+    assert settings.report == apex.path / "out" / "verdict.json"
+    assert settings.thresholds["p95_s_max"] == 1.5
+    assert settings.thresholds["availability_min"] == pytest.approx(0.995)
+    assert settings.thresholds.overridden == {"p95_s_max", "availability_min"}
+    assert settings.faults == ("idor", "memory_leak")
+
+
+def test_command_line_wins_over_ini(apex: ApexPytester, tmp_path: Path) -> None:
+    apex.pytester.makeini(
+        """
+        [pytest]
+        apex_urls = backend=http://ini.example:8000
+        apex_profile = staging
+        apex_report = ini.json
+        apex_thresholds =
+            p95_s_max = 1.5
+            error_rate_max = 0.02
+        apex_faults = idor
+        """
+    )
+    settings = _settings(
+        apex,
+        "--apex-url=backend=http://cli.example:8000",
+        "--apex-url=auth=http://cli.example:8081",
+        "--apex-profile=ci",
+        f"--apex-report={tmp_path / 'cli.json'}",
+        "--apex-threshold=p95_s_max=1.0",
+        "--apex-faults=slow_responses",
+    )
+    # The URL list is replaced as a whole; thresholds merge name by name.
+    assert dict(settings.urls) == {
+        "backend": "http://cli.example:8000",
+        "auth": "http://cli.example:8081",
+    }
+    assert settings.profile == "ci"
+    assert settings.report == tmp_path / "cli.json"
+    assert settings.thresholds["p95_s_max"] == 1.0
+    assert settings.thresholds["error_rate_max"] == 0.02
+    assert settings.faults == ("slow_responses",)
+
+
+def test_cli_flags_set_booleans(apex: ApexPytester) -> None:
+    settings = _settings(apex, "--apex-keep", "--apex-reuse")
+    assert (settings.keep, settings.reuse) == (True, True)
+
+
+def test_relative_cli_paths_resolve_against_the_invocation_directory(tmp_path: Path) -> None:
+    compose = tmp_path / "here" / "compose.yml"
+    compose.parent.mkdir()
+    compose.write_text("services: {}\n")
+    settings = resolve(
+        RawOptions(source="cli", base=tmp_path / "here", stack="compose.yml", report="r.json"),
+        RawOptions(source="ini", base=tmp_path / "ini-dir"),
+        rootdir=tmp_path,
+    )
+    assert settings.stack == compose
+    assert settings.report == tmp_path / "here" / "r.json"
+    assert settings.target_label == f"compose:{compose}"
+
+
+# --- profiles and thresholds -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("profile", "stage", "soak", "interval"),
+    [("ci", 20, 60, 0), ("staging", 3600, 86400, 21600)],
+)
+def test_profiles_set_durations(
+    apex: ApexPytester, profile: str, stage: float, soak: float, interval: float
+) -> None:
+    thresholds = _settings(apex, f"--apex-profile={profile}").thresholds
+    assert thresholds.seconds("stage_duration_s") == stage
+    assert thresholds.seconds("soak_duration_s") == soak
+    assert thresholds.seconds("load_interval_s") == interval
+    # The criteria themselves do not depend on the profile.
+    assert thresholds.number("p95_s_max") == 2.0
+    assert thresholds.stages() == (10, 25, 50, 100, 150)
+
+
+def test_threshold_table_has_the_report_criteria() -> None:
+    thresholds = Thresholds.defaults()
+    expected = {
+        "availability_min": 0.999,
+        "p95_s_max": 2.0,
+        "error_rate_max": 0.01,
+        "concurrent_users_min": 150,
+        "isolation_breaches_max": 0,
+        "memory_variance_max": 0.05,
+        "memory_slope_kb_per_h_max": 1024,
+        "success_rate_min": 0.95,
+        "avg_response_s_max": 3.0,
+        "health_response_s_max": 0.5,
+        "load_stages": (10, 25, 50, 100, 150),
+        "stage_duration_s": 20,
+        "soak_duration_s": 60,
+        "load_interval_s": 0,
+        "rollback_p95_s_max": 3.0,
+        "rollback_error_rate_max": 0.02,
+        "rollback_memory_ratio_max": 0.75,
+        "rollback_connections_max": 200,
+    }
+    assert dict(thresholds) == expected
+    assert thresholds.integer("concurrent_users_min") == 150
+    assert thresholds.spec("p95_s_max").op == "<"
+    assert thresholds.spec("concurrent_users_min").op == ">="
+
+
+@pytest.mark.parametrize(
+    ("entry", "value"),
+    [
+        ("p95_s_max=1.5", 1.5),
+        ("p95_s_max=500ms", 0.5),
+        ("stage_duration_s=30m", 1800.0),
+        ("soak_duration_s=1h", 3600.0),
+        ("availability_min=99.9%", 0.999),
+        ("concurrent_users_min=200", 200),
+        ("load_stages=5, 10,20", (5, 10, 20)),
+    ],
+)
+def test_threshold_values_parse_by_kind(tmp_path: Path, entry: str, value: object) -> None:
+    name = entry.partition("=")[0]
+    settings = _resolve(tmp_path, cli={"thresholds": [entry]})
+    assert settings.thresholds[name] == pytest.approx(value)
+
+
+def test_typed_accessors_refuse_the_wrong_kind() -> None:
+    thresholds = Thresholds.defaults()
+    with pytest.raises(TypeError, match="list"):
+        thresholds.number("load_stages")
+    with pytest.raises(TypeError, match="whole number"):
+        thresholds.integer("p95_s_max")
+    with pytest.raises(KeyError, match="did you mean p95_s_max"):
+        thresholds["p95_max"]
+
+
+# --- usage errors ----------------------------------------------------------------------------
+
+
+def _usage_error(apex: ApexPytester, *args: str) -> str:
+    with pytest.raises(pytest.UsageError) as excinfo:
+        apex.configure(*args)
+    return str(excinfo.value)
+
+
+def test_unknown_profile_names_the_key_and_the_profiles(apex: ApexPytester) -> None:
+    message = _usage_error(apex, "--apex-profile=prod")
+    assert "--apex-profile" in message
+    assert "'prod'" in message
+    assert f"accepted: {', '.join(PROFILES)}" in message
+
+
+def test_unknown_profile_from_ini_names_the_ini_key(apex: ApexPytester) -> None:
+    apex.pytester.makeini("[pytest]\napex_profile = stagin\n")
+    message = _usage_error(apex)
+    assert message.startswith("apex: apex_profile:")
+    assert "did you mean staging?" in message
+
+
+def test_unknown_threshold_lists_the_names_and_suggests_one(apex: ApexPytester) -> None:
+    message = _usage_error(apex, "--apex-threshold=p95_max=1")
+    assert "--apex-threshold" in message
+    assert "unknown threshold 'p95_max'" in message
+    assert "did you mean p95_s_max?" in message
+    assert all(name in message for name in THRESHOLDS)
+
+
+def test_malformed_threshold_value_names_the_key_and_the_expected_form(apex: ApexPytester) -> None:
+    message = _usage_error(apex, "--apex-threshold=p95_s_max=fast")
+    assert "--apex-threshold p95_s_max" in message
+    assert "'fast'" in message
+    assert "a duration in seconds" in message
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("availability_min=1.5", "a ratio from 0 to 1"),
+        ("concurrent_users_min=1.5", "a whole number"),
+        ("load_stages=10,x", "comma-separated whole numbers"),
+        ("error_rate_max=-0.1", "a ratio from 0 to 1"),
+        ("memory_slope_kb_per_h_max=nan", "a number >= 0"),
+        ("p95_s_max", "NAME=VALUE"),
+    ],
+)
+def test_malformed_thresholds_from_ini(tmp_path: Path, entry: str, expected: str) -> None:
+    with pytest.raises(pytest.UsageError, match="apex_thresholds") as excinfo:
+        _resolve(tmp_path, ini={"thresholds": [entry]})
+    assert expected in str(excinfo.value)
+
+
+def test_url_without_equals_sign(apex: ApexPytester) -> None:
+    message = _usage_error(apex, "--apex-url=http://127.0.0.1:8000")
+    assert "--apex-url" in message
+    assert "SERVICE=URL" in message
+
+
+def test_url_must_be_absolute(tmp_path: Path) -> None:
+    with pytest.raises(pytest.UsageError, match="backend: 'localhost:8000' is not an absolute URL"):
+        _resolve(tmp_path, cli={"urls": ["backend=localhost:8000"]})
+
+
+def test_unknown_fault_lists_the_known_ones(apex: ApexPytester) -> None:
+    message = _usage_error(apex, "--apex-faults=idor,memleak")
+    assert "--apex-faults" in message
+    assert "unknown fault 'memleak'" in message
+    assert "did you mean memory_leak?" in message
+    assert f"accepted: {', '.join(KNOWN_FAULTS)}" in message
+
+
+def test_missing_compose_file_names_the_key(apex: ApexPytester) -> None:
+    apex.pytester.makeini("[pytest]\napex_stack = fixtures/nope.yml\n")
+    message = _usage_error(apex)
+    assert "apex: apex_stack:" in message
+    assert str(apex.path / "fixtures" / "nope.yml") in message
+    assert "--apex-url" in message  # the alternative is offered
+
+
+def test_missing_compose_file_is_fine_for_an_external_target(apex: ApexPytester) -> None:
+    apex.pytester.makeini("[pytest]\napex_stack = fixtures/nope.yml\n")
+    settings = _settings(apex, "--apex-url=backend=https://staging.example.com")
+    assert settings.is_external
+    assert settings.target_label == "external"
+
+
+def test_a_usage_error_stops_the_run_before_any_test(apex: ApexPytester) -> None:
+    apex.pytester.makepyfile("def test_never():\n    raise SystemExit('ran')\n")
+    result = apex.run("--apex-threshold=p95_s_max=fast")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: apex: --apex-threshold p95_s_max: 'fast' is not valid*"])
+
+
+def test_report_header_shows_profile_target_and_overrides(apex: ApexPytester) -> None:
+    apex.pytester.makepyfile("def test_ok():\n    pass\n")
+    result = apex.run(
+        "--apex-profile=staging",
+        "--apex-url=backend=https://staging.example.com",
+        "--apex-threshold=p95_s_max=1.5",
+        "--apex-faults=idor",
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "apex: profile staging, target external (backend=https://staging.example.com), "
+            "faults idor, thresholds p95_s_max=1.5"
+        ]
+    )

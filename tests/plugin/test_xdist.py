@@ -1,0 +1,109 @@
+"""Under pytest-xdist: target hand-off to workers, one merged verdict, one teardown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from pytest_apex import plugin
+from pytest_apex.config import ApexSettings
+from tests.plugin.conftest import ApexPytester
+
+# Four tests over two workers, each recording criteria of its own.
+SPREAD_TESTS = """
+import pytest
+
+@pytest.mark.parametrize("n", range(4))
+@pytest.mark.load
+def test_stage(apex_criteria, n):
+    apex_criteria.check(f"p95_{n}", 1.0 + n, 3.5, "<", unit="s")
+"""
+
+
+def test_xdist_run_hands_off_the_target_and_merges_one_verdict(apex: ApexPytester) -> None:
+    # One -n 2 run (worker processes are slow to start) checked from three sides.
+    apex.pytester.makepyfile(SPREAD_TESTS)
+    result = apex.run("-n", "2")
+    result.assert_outcomes(passed=3, failed=1)
+
+    # The criteria of both workers end up in one report and one summary.
+    report = apex.report()
+    assert sorted(c["name"] for c in report["criteria"]) == ["p95_0", "p95_1", "p95_2", "p95_3"]
+    assert report["verdict"] == "fail"
+    assert report["counts"] == {"passed": 3, "failed": 1}
+    result.stdout.fnmatch_lines(["load: 3 passed, 1 failed", "verdict: FAIL (3/4 criteria met)"])
+
+    # Each worker built its session from the controller's workerinput.
+    created = [e for e in apex.events() if e["event"] == "created"]
+    controller = [e for e in created if e["role"] == "controller"]
+    workers = [e for e in created if e["role"] == "worker"]
+    assert len(controller) == 1
+    assert len(workers) == 2
+    assert controller[0]["pid"] not in {w["pid"] for w in workers}
+    for worker in workers:
+        assert worker["workerinput"] == {
+            "apex_project": "apexrun-fake",
+            "apex_state_dir": "/nonexistent/apex-state",
+        }
+
+    # Only the controller describes the target (for the report) and tears it down.
+    by_event: dict[str, list[str]] = {}
+    for event in apex.events():
+        by_event.setdefault(event["event"], []).append(event.get("role", ""))
+    assert by_event["finish"] == ["controller"]
+    assert by_event["describe"] == ["controller"]
+
+
+class _FakeLifecycleSession:
+    calls: ClassVar[list[tuple[str, Any]]] = []
+
+    @classmethod
+    def for_controller(cls, settings: ApexSettings) -> str:
+        cls.calls.append(("for_controller", settings))
+        return "controller-session"
+
+    @classmethod
+    def from_workerinput(cls, settings: ApexSettings, workerinput: dict[str, str]) -> str:
+        cls.calls.append(("from_workerinput", dict(workerinput)))
+        return "worker-session"
+
+
+class _Config:
+    """Just what the default session hook reads from a config."""
+
+
+def test_default_session_hook_uses_the_lifecycle_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_apex.targets import lifecycle
+
+    monkeypatch.setattr(lifecycle, "TargetSession", _FakeLifecycleSession)
+    _FakeLifecycleSession.calls = []
+    settings = ApexSettings(rootdir=Path())
+    controller, worker = _Config(), _Config()
+    worker.workerinput = {"apex_project": "p", "apex_state_dir": "/s"}  # type: ignore[attr-defined]
+
+    assert plugin.pytest_apex_target_session(settings, controller) == "controller-session"  # type: ignore[arg-type]
+    assert plugin.pytest_apex_target_session(settings, worker) == "worker-session"  # type: ignore[arg-type]
+    assert _FakeLifecycleSession.calls == [
+        ("for_controller", settings),
+        ("from_workerinput", {"apex_project": "p", "apex_state_dir": "/s"}),
+    ]
+
+
+def test_configure_node_hands_over_the_session_workerinput(apex: ApexPytester) -> None:
+    config = apex.configure()
+    node = type("Node", (), {"workerinput": {"workerid": "gw0"}})()
+    plugin.XdistHooks(config).pytest_configure_node(node)
+    assert node.workerinput == {
+        "workerid": "gw0",
+        "apex_project": "apexrun-fake",
+        "apex_state_dir": "/nonexistent/apex-state",
+    }
+
+
+def test_a_worker_that_crashed_adds_nothing(apex: ApexPytester) -> None:
+    config = apex.configure()
+    hooks = plugin.XdistHooks(config)
+    hooks.pytest_testnodedown(type("Node", (), {})(), error="worker 'gw0' crashed")
+    assert config.stash[plugin.verdict_key].criteria == []

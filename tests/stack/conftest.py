@@ -1,0 +1,40 @@
+"""Fixtures for the reference stack's own tests: logged-in users over plain HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+
+@dataclass
+class User:
+    id: str
+    email: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture(scope="session")
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30.0) as client:
+        yield client
+
+
+def login(http: httpx.Client, auth_url: str, email: str | None = None) -> User:
+    email = email or f"stack-{uuid.uuid4().hex[:10]}@apex.test"
+    response = http.post(f"{auth_url}/auth/dev/login", json={"email": email})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return User(body["user"]["id"], body["user"]["email"], body["access_token"])
+
+
+@pytest.fixture
+def new_user(http: httpx.Client, apex_endpoints: dict[str, str]):
+    return lambda: login(http, apex_endpoints["auth"])

@@ -1,0 +1,65 @@
+"""Static promises of the stack definition: every setting read, every service hardened."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from tests.conftest import COMPOSE_FILE, ENV_FILE, STACK_DIR, read_env_file
+
+# Keys consumed outside the Python services (by an image's entrypoint or command).
+CONSUMED_BY_IMAGES = {"POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD", "REDIS_MAXMEMORY",
+                      "REDIS_MAXMEMORY_POLICY"}
+
+
+def _sources() -> str:
+    files = [*STACK_DIR.joinpath("services").rglob("*.py"), *STACK_DIR.joinpath("images").iterdir()]
+    return "\n".join(f.read_text() for f in files if f.is_file())
+
+
+@pytest.mark.parametrize("key", sorted(read_env_file()))
+def test_every_env_staging_key_is_read_by_code(key):
+    sources = _sources()
+    # A literal read of the key (os.environ / env helper / shell expansion), not a comment.
+    assert re.search(rf"""["'$]{{?{key}\b""", sources), (
+        f"{key} is set in {ENV_FILE.name} but no service or image reads it"
+    )
+    if key in CONSUMED_BY_IMAGES:
+        assert key in STACK_DIR.joinpath("images").joinpath(
+            "postgres-entrypoint.sh" if key.startswith("POSTGRES") else "redis.Dockerfile"
+        ).read_text()
+
+
+@pytest.fixture(scope="module")
+def compose_config() -> dict:
+    import json
+
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+        capture_output=True, check=True, env={"PATH": "/usr/bin:/usr/local/bin:/bin"},
+    )
+    return json.loads(result.stdout)
+
+
+SERVICES = ["postgres", "redis", "auth", "backend", "frontend"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_is_hardened_and_health_checked(compose_config, service):
+    spec = compose_config["services"][service]
+    assert spec["healthcheck"]["test"], "no health check"
+    limits = spec["deploy"]["resources"]["limits"]
+    assert float(limits["cpus"]) > 0 and int(limits["memory"]) > 0
+    for port in spec["ports"]:
+        assert port["host_ip"] == "127.0.0.1", port
+    for dependency in spec.get("depends_on", {}).values():
+        assert dependency["condition"] == "service_healthy"
+    assert list(spec["networks"]) == ["apex"]
+
+
+def test_images_run_as_non_root():
+    for dockerfile in STACK_DIR.joinpath("images").glob("*.Dockerfile"):
+        users = re.findall(r"^USER\s+(\S+)", dockerfile.read_text(), re.M)
+        assert users and users[-1] not in ("root", "0"), dockerfile.name
