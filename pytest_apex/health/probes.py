@@ -67,5 +67,6 @@ def probe(client: httpx.Client, url: str) -> HealthProbe:
         body = response.json()
     except ValueError:
         body = {}
-    return HealthProbe(url, response.status_code, media_type, seconds,
-                       body if isinstance(body, dict) else {})
+    return HealthProbe(
+        url, response.status_code, media_type, seconds, body if isinstance(body, dict) else {}
+    )

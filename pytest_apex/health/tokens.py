@@ -25,9 +25,10 @@ def _claims(token: str) -> dict[str, object]:
 def bad_tokens(genuine: str, secret: str | None = None) -> dict[str, str]:
     """Name -> token that must be rejected."""
     claims = _claims(genuine)
-    header, payload, signature = genuine.split(".")
-    tampered_payload = _b64(json.dumps({**claims, "sub": "00000000-0000-0000-0000-000000000000"}
-                                       ).encode())
+    header, _payload, signature = genuine.split(".")
+    tampered_payload = _b64(
+        json.dumps({**claims, "sub": "00000000-0000-0000-0000-000000000000"}).encode()
+    )
     tokens = {
         "wrong-signature": jwt.encode(claims, "not-the-signing-secret-0123456789", "HS256"),
         "tampered-claims": f"{header}.{tampered_payload}.{signature}",
@@ -35,6 +36,7 @@ def bad_tokens(genuine: str, secret: str | None = None) -> dict[str, str]:
     }
     if secret:
         now = int(time.time())
-        tokens["expired"] = jwt.encode({**claims, "iat": now - 7200, "exp": now - 3600}, secret,
-                                       "HS256")
+        tokens["expired"] = jwt.encode(
+            {**claims, "iat": now - 7200, "exp": now - 3600}, secret, "HS256"
+        )
     return tokens

@@ -47,6 +47,10 @@ class Target(Protocol):
         """The last `tail` log lines of a service ("" when not available)."""
         ...
 
+    def environment(self, service: str) -> dict[str, str]:
+        """The environment a service was configured with ({} when not known)."""
+        ...
+
     def stop(self) -> None:
         """Tear the target down (a no-op for targets this run did not start)."""
         ...

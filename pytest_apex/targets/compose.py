@@ -89,6 +89,7 @@ class ComposeTarget:
         self.progress: ProgressCallback = progress or (lambda _line: None)
         self._compose = _ProjectCompose(self.compose_file, project, self.env, self.runner)
         self._endpoints: dict[str, str] | None = None
+        self._config: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -189,6 +190,14 @@ class ComposeTarget:
     def logs(self, service: str, tail: int = 200) -> str:
         result = self._run(["logs", "--no-color", "--tail", str(tail), service], check=False)
         return _text(result.stdout) + _text(result.stderr)
+
+    def environment(self, service: str) -> dict[str, str]:
+        """The service's environment as compose resolves it (env_file entries included)."""
+        if self._config is None:
+            result = self._run(["config", "--format", "json"], check=False)
+            self._config = json.loads(result.stdout or b"{}") if result.returncode == 0 else {}
+        spec = self._config.get("services", {}).get(service, {})
+        return {k: "" if v is None else str(v) for k, v in (spec.get("environment") or {}).items()}
 
     def image_ids(self) -> dict[str, str]:
         return {c.service: c.image_id for c in self.containers()}

@@ -26,5 +26,8 @@ class ExternalTarget:
     def logs(self, service: str, tail: int = 200) -> str:
         return ""
 
+    def environment(self, service: str) -> dict[str, str]:
+        return {}
+
     def stop(self) -> None:
         """Nothing to do: this run did not start the deployment."""

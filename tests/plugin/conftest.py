@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-
 FAKE_SESSION = Path(__file__).with_name("fake_session.py").read_text(encoding="utf-8")
 
 

@@ -32,13 +32,17 @@ async def _concurrent_runs(endpoints: dict[str, str], users: int, timeout: float
     try:
         tag = uuid.uuid4().hex[:6]
         sessions = await asyncio.gather(
-            *(adapter.login(f"f{i}-{tag}@apex.test") for i in range(users)))
+            *(adapter.login(f"f{i}-{tag}@apex.test") for i in range(users))
+        )
         threads = await asyncio.gather(*(s.create_thread("t") for s in sessions))
         for s in sessions:
             await s.connect()
-        runs = await asyncio.gather(*(
-            s.run_agent(t["id"], f"secret request of {s.email}", timeout)
-            for s, t in zip(sessions, threads, strict=True)))
+        runs = await asyncio.gather(
+            *(
+                s.run_agent(t["id"], f"secret request of {s.email}", timeout)
+                for s, t in zip(sessions, threads, strict=True)
+            )
+        )
         await asyncio.gather(*(s.close() for s in sessions))
         return sessions, runs
     finally:
@@ -67,8 +71,9 @@ def test_idor_exposes_other_users_threads(fault_stack, http):
     for faults, expected in (((), 404), (("idor",), 200)):
         endpoints = fault_stack.switch(*faults)
         alice, bob = login(http, endpoints["auth"]), login(http, endpoints["auth"])
-        thread = http.post(endpoints["backend"] + "/api/threads", json={"title": "private"},
-                           headers=alice.auth).json()
+        thread = http.post(
+            endpoints["backend"] + "/api/threads", json={"title": "private"}, headers=alice.auth
+        ).json()
         seen = http.get(f"{endpoints['backend']}/api/threads/{thread['id']}", headers=bob.auth)
         assert seen.status_code == expected, (faults, seen.text)
 
@@ -77,11 +82,14 @@ def test_unscoped_cache_leaks_thread_lists(fault_stack, http):
     for faults, leaks in (((), False), (("unscoped_cache",), True)):
         endpoints = fault_stack.switch(*faults)
         alice, bob = login(http, endpoints["auth"]), login(http, endpoints["auth"])
-        thread = http.post(endpoints["backend"] + "/api/threads", json={"title": "mine"},
-                           headers=alice.auth).json()
+        thread = http.post(
+            endpoints["backend"] + "/api/threads", json={"title": "mine"}, headers=alice.auth
+        ).json()
         http.get(endpoints["backend"] + "/api/threads", headers=alice.auth)  # fills the cache
-        bob_ids = [t["id"] for t in
-                   http.get(endpoints["backend"] + "/api/threads", headers=bob.auth).json()]
+        bob_ids = [
+            t["id"]
+            for t in http.get(endpoints["backend"] + "/api/threads", headers=bob.auth).json()
+        ]
         assert (thread["id"] in bob_ids) is leaks, faults
 
 
@@ -90,7 +98,7 @@ def test_shared_context_misroutes_events_under_concurrency(fault_stack):
     _, runs = asyncio.run(_concurrent_runs(clean, users=20))
     assert all(r.completed and not r.foreign for r in runs)
     faulty = fault_stack.switch("shared_context")
-    sessions, runs = asyncio.run(_concurrent_runs(faulty, users=20))
+    _sessions, runs = asyncio.run(_concurrent_runs(faulty, users=20))
     misrouted = [r for r in runs if r.foreign or not r.completed]
     assert misrouted, "20 concurrent runs under shared_context all stayed isolated"
     foreign_users = {e["payload"]["user_id"] for r in runs for e in r.foreign}
@@ -101,8 +109,10 @@ def test_broadcast_events_reach_every_socket(fault_stack):
     async def scenario(endpoints: dict[str, str]) -> int:
         adapter = ApexAdapter(endpoints)
         try:
-            alice, bob = await asyncio.gather(adapter.login(f"a-{uuid.uuid4().hex}@apex.test"),
-                                              adapter.login(f"b-{uuid.uuid4().hex}@apex.test"))
+            alice, bob = await asyncio.gather(
+                adapter.login(f"a-{uuid.uuid4().hex}@apex.test"),
+                adapter.login(f"b-{uuid.uuid4().hex}@apex.test"),
+            )
             bob_ws = await bob.connect()
             thread = await alice.create_thread("t")
             run = await alice.run_agent(thread["id"], "alice only", 30)
@@ -138,8 +148,10 @@ def test_error_burst_fails_a_few_percent(fault_stack, http):
     for faults, low, high in (((), 0, 0), (("error_burst",), 1, 10)):
         endpoints = fault_stack.switch(*faults)
         user = login(http, endpoints["auth"])
-        statuses = [http.get(endpoints["backend"] + "/api/threads", headers=user.auth).status_code
-                    for _ in range(100)]
+        statuses = [
+            http.get(endpoints["backend"] + "/api/threads", headers=user.auth).status_code
+            for _ in range(100)
+        ]
         errors = sum(s >= 500 for s in statuses)
         assert low <= errors <= high, (faults, errors)
 

@@ -10,8 +10,13 @@ import pytest
 from tests.conftest import COMPOSE_FILE, ENV_FILE, STACK_DIR, read_env_file
 
 # Keys consumed outside the Python services (by an image's entrypoint or command).
-CONSUMED_BY_IMAGES = {"POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD", "REDIS_MAXMEMORY",
-                      "REDIS_MAXMEMORY_POLICY"}
+CONSUMED_BY_IMAGES = {
+    "POSTGRES_DB",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "REDIS_MAXMEMORY",
+    "REDIS_MAXMEMORY_POLICY",
+}
 
 
 def _sources() -> str:
@@ -27,9 +32,14 @@ def test_every_env_staging_key_is_read_by_code(key):
         f"{key} is set in {ENV_FILE.name} but no service or image reads it"
     )
     if key in CONSUMED_BY_IMAGES:
-        assert key in STACK_DIR.joinpath("images").joinpath(
-            "postgres-entrypoint.sh" if key.startswith("POSTGRES") else "redis.Dockerfile"
-        ).read_text()
+        assert (
+            key
+            in STACK_DIR.joinpath("images")
+            .joinpath(
+                "postgres-entrypoint.sh" if key.startswith("POSTGRES") else "redis.Dockerfile"
+            )
+            .read_text()
+        )
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +48,9 @@ def compose_config() -> dict:
 
     result = subprocess.run(
         ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
-        capture_output=True, check=True, env={"PATH": "/usr/bin:/usr/local/bin:/bin"},
+        capture_output=True,
+        check=True,
+        env={"PATH": "/usr/bin:/usr/local/bin:/bin"},
     )
     return json.loads(result.stdout)
 
@@ -51,7 +63,8 @@ def test_service_is_hardened_and_health_checked(compose_config, service):
     spec = compose_config["services"][service]
     assert spec["healthcheck"]["test"], "no health check"
     limits = spec["deploy"]["resources"]["limits"]
-    assert float(limits["cpus"]) > 0 and int(limits["memory"]) > 0
+    assert float(limits["cpus"]) > 0
+    assert int(limits["memory"]) > 0
     for port in spec["ports"]:
         assert port["host_ip"] == "127.0.0.1", port
     for dependency in spec.get("depends_on", {}).values():
@@ -62,4 +75,5 @@ def test_service_is_hardened_and_health_checked(compose_config, service):
 def test_images_run_as_non_root():
     for dockerfile in STACK_DIR.joinpath("images").glob("*.Dockerfile"):
         users = re.findall(r"^USER\s+(\S+)", dockerfile.read_text(), re.M)
-        assert users and users[-1] not in ("root", "0"), dockerfile.name
+        assert users, f"{dockerfile.name} sets no USER"
+        assert users[-1] not in ("root", "0"), dockerfile.name
