@@ -9,7 +9,7 @@ ENV_FILE := fixtures/stack/.env.staging
 # pytest-xdist workers for the project's own tests; the stack tests share one stack.
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-plugin test-stack staging lint stack-up stack-down bench clean
+.PHONY: setup test test-plugin test-stack staging lint stack-up stack-down clean
 
 setup:
 	@bash scripts/setup.sh
@@ -39,9 +39,6 @@ stack-up: setup
 
 stack-down:
 	COMPOSE_PROJECT_NAME=apex-manual docker compose -f $(STACK) --env-file $(ENV_FILE) down -v --timeout 5
-
-bench: setup
-	$(PYTEST) benchmarks $(PYTEST_ARGS)
 
 clean: stack-down
 	rm -rf .apex allure-results allure-report

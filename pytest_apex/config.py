@@ -43,7 +43,16 @@ KNOWN_FAULTS: Final[tuple[str, ...]] = (
     "unready_db",
 )
 
-URL_SCHEMES: Final[tuple[str, ...]] = ("http", "https", "ws", "wss")
+URL_SCHEMES: Final[tuple[str, ...]] = (
+    "http",
+    "https",
+    "ws",
+    "wss",
+    "postgresql",
+    "postgres",
+    "redis",
+    "rediss",
+)
 
 Kind = Literal["ratio", "seconds", "number", "count", "stages"]
 ThresholdValue = float | int | tuple[int, ...]

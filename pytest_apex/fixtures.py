@@ -8,26 +8,58 @@ environment, `apex_endpoints` to rewrite URLs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 from pytest_apex._stash import target_session_key
 from pytest_apex.adapters.apex import ApexAdapter
 from pytest_apex.adapters.base import AppAdapter, UserSession
+from pytest_apex.reporting import allure as allure_report
 from pytest_apex.targets.base import ContainerInfo, Target
 from pytest_apex.targets.errors import DockerUnavailable, StackStartError
 
 
 @pytest.fixture(scope="session")
 def apex_target(pytestconfig: pytest.Config) -> Target:
-    """The running stack of this run; started on first use, stopped at the end of the run."""
+    """The running stack of this run; started on first use, stopped at the end of the run.
+
+    When it cannot start, the test errors with the diagnosis (each unhealthy service, its
+    health-check output and last log lines), which is also attached to the Allure results.
+    """
     session = pytestconfig.stash[target_session_key]
     try:
-        return session.acquire()
+        with _live_terminal(pytestconfig):
+            return session.acquire()
     except (StackStartError, DockerUnavailable) as exc:
-        pytest.fail(f"stack failure: {exc}", pytrace=False)
+        error = exc
+    allure_report.attach_text("stack failure", str(error))
+    if isinstance(error, StackStartError) and error.compose_output.strip():
+        allure_report.attach_text("docker compose output", error.compose_output)
+    # Outside the except block: the message already says everything, without a
+    # "during handling of the above exception" chain.
+    pytest.fail(f"stack failure: {error}", pytrace=False)
+
+
+@contextlib.contextmanager
+def _live_terminal(config: pytest.Config) -> Iterator[None]:
+    """Let bring-up progress reach the terminal as it happens.
+
+    A fixture's setup runs with output capture on, so the state changes and "still waiting"
+    lines of a minute-long bring-up would only show after it, and only if the test failed.
+    Capture is lifted the way pytest's live logging does it; under xdist a worker's stderr
+    is the controller's terminal, so its progress shows too.
+    """
+    capman = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+        if reporter is not None:
+            reporter.ensure_newline()  # start below the "test_x.py " of the running test
+        sys.stdout.flush()
+        yield
 
 
 @pytest.fixture(scope="session")

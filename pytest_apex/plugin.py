@@ -34,7 +34,11 @@ if TYPE_CHECKING:
 WORKEROUTPUT_KEY: Final = "apex_criteria"
 
 # Fixture modules registered as plugins: the recorder, and the target/adapter layers.
-_FIXTURE_MODULES: Final = ("pytest_apex.recording", "pytest_apex.fixtures")
+_FIXTURE_MODULES: Final = (
+    "pytest_apex.recording",
+    "pytest_apex.fixtures",
+    "pytest_apex.health.fixtures",
+)
 
 MARKERS: Final[dict[str, str]] = {
     "health": "health suite: services up and healthy, probes, container hardening, availability",

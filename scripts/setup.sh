@@ -161,7 +161,8 @@ step_wheels() {
   "$PYTHON" -m pip download -q --only-binary=:all: --python-version "$image_python" \
       --implementation cp --platform "manylinux2014_$(uname -m)" \
       --platform "manylinux_2_28_$(uname -m)" --platform "manylinux_2_17_$(uname -m)" \
-      -d "$WHEELS_DIR" -r "$req" || fail "pip download of the service wheels failed"
+      -d "$WHEELS_DIR" -r "$req" 2>"$WHEELS_DIR/.pip.log" \
+    || { tail -n 30 "$WHEELS_DIR/.pip.log" >&2; fail "pip download of the service wheels failed"; }
   cp "$req" "$WHEELS_DIR/requirements.txt"
   echo "$digest" > "$stamp"
 }

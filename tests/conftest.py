@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -46,6 +47,18 @@ class FaultStack:
             self.target.recreate(self.APP_SERVICES, {"APEX_FAULTS": wanted})
             self.faults = wanted
         return self.target.endpoints()
+
+    def suite_urls(self, *faults: str) -> dict[str, str]:
+        """Switch to `faults`; the `--apex-url` values that point a suite at this stack,
+        PostgreSQL with the credentials its container was given."""
+        urls = self.switch(*faults)
+        env = self.target.environment("postgres")
+        host = urlsplit(urls["postgres"]).netloc
+        urls["postgres"] = (
+            f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@{host}/"
+            f"{env['POSTGRES_DB']}"
+        )
+        return urls
 
 
 @pytest.fixture(scope="session")

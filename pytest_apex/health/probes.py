@@ -3,13 +3,45 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 import httpx
 
 HEALTH_MEDIA_TYPE = "application/health+json"
 VALID_STATUSES = frozenset({"pass", "warn", "fail"})
+
+
+@dataclass(frozen=True)
+class ServiceHealthSpec:
+    """Where a service answers liveness and readiness, and what its readiness depends on.
+
+    `readiness` is None for a service without a readiness endpoint (a static frontend).
+    `dependencies` are the components its readiness must report, by the `component` part
+    of the health+json check keys (``postgres`` for ``postgres:responseTime``).
+    """
+
+    liveness: str = "/health"
+    readiness: str | None = None
+    dependencies: tuple[str, ...] = ()
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every health path of the service, liveness first, without repeats."""
+        return tuple(dict.fromkeys(p for p in (self.liveness, self.readiness) if p))
+
+
+# The reference stack (fixtures/stack/README.md): the backend needs PostgreSQL and Redis to
+# serve, auth needs PostgreSQL, the frontend is static nginx and only answers liveness.
+REFERENCE_HEALTH_LAYOUT: Final[Mapping[str, ServiceHealthSpec]] = MappingProxyType(
+    {
+        "backend": ServiceHealthSpec("/health/live", "/health/ready", ("postgres", "redis")),
+        "auth": ServiceHealthSpec("/health", "/health/ready", ("postgres",)),
+        "frontend": ServiceHealthSpec("/health"),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -28,12 +60,31 @@ class HealthProbe:
         return str(self.body.get("status", "")) if self.body else ""
 
     @property
+    def ok(self) -> bool:
+        """Answered 2xx with a passing (or warning) status: the service says it can serve."""
+        return 200 <= self.status_code < 300 and self.status in ("pass", "warn")
+
+    @property
     def follows_health_json(self) -> bool:
         return self.media_type == HEALTH_MEDIA_TYPE and self.status in VALID_STATUSES
 
     def checks(self) -> dict[str, list[dict[str, Any]]]:
         raw = self.body.get("checks") or {}
         return {name: list(entries) for name, entries in raw.items() if isinstance(entries, list)}
+
+    def dependency_status(self, component: str) -> str:
+        """The worst status reported for `component` (``fail`` > ``warn`` > ``pass``), or ""
+        when no check names it: a readiness that forgets a dependency must not read as pass."""
+        statuses = {
+            str(entry.get("status", ""))
+            for name, entries in self.checks().items()
+            if name.split(":", 1)[0] == component
+            for entry in entries
+        }
+        for status in ("fail", "warn", "pass"):
+            if status in statuses:
+                return status
+        return "fail" if statuses else ""
 
     def failing_checks(self) -> dict[str, str]:
         """`component:measurement` -> the reason it fails (its `output`, or its status)."""
@@ -54,6 +105,17 @@ class HealthProbe:
             )
         return f"{self.url} answered {self.status_code} with status {self.status or '?'}"
 
+    def describe_conformance(self) -> str:
+        """Why the answer is not `application/health+json` ("" when it is)."""
+        if self.error:
+            return f"{self.url}: {self.error}"
+        problems = []
+        if self.media_type != HEALTH_MEDIA_TYPE:
+            problems.append(f"Content-Type {self.media_type or 'missing'}")
+        if self.status not in VALID_STATUSES:
+            problems.append(f"status {self.status or 'missing'!r} not one of pass/warn/fail")
+        return f"{self.url}: " + ", ".join(problems) if problems else ""
+
 
 def probe(client: httpx.Client, url: str) -> HealthProbe:
     started = time.perf_counter()
@@ -70,3 +132,11 @@ def probe(client: httpx.Client, url: str) -> HealthProbe:
     return HealthProbe(
         url, response.status_code, media_type, seconds, body if isinstance(body, dict) else {}
     )
+
+
+def probe_repeatedly(client: httpx.Client, url: str, count: int) -> list[HealthProbe]:
+    """`count` sequential probes of one endpoint: one probe's time is noise, the slowest of
+    several is what an orchestrator's health check with a timeout would eventually see."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    return [probe(client, url) for _ in range(count)]

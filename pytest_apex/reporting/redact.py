@@ -36,7 +36,8 @@ _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     # JWTs anywhere (header.payload.signature; the header always starts with base64 "{\"").
     (re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"), MASK),
     # WebSocket subprotocol carrying a token: "jwt.<base64url token>".
-    (re.compile(r"\bjwt\.[A-Za-z0-9_=-]{8,}"), f"jwt.{MASK}"),
+    # base64url of a JWT always starts "ZXlK" (the encoding of "eyJ").
+    (re.compile(r"\bjwt\.ZXlK[A-Za-z0-9_=-]+"), f"jwt.{MASK}"),
     # Credentials in URLs: scheme://user:password@host.
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+@", re.I), rf"\1{MASK}@"),
     # key=value and key: value (env files, query strings, YAML, log lines).

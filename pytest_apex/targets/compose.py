@@ -9,13 +9,15 @@ progress while it does.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from subprocess import CalledProcessError, CompletedProcess
+from subprocess import CalledProcessError, CompletedProcess, TimeoutExpired
 from typing import Any
 
 from testcontainers.compose import DockerCompose
@@ -29,8 +31,13 @@ ProgressCallback = Callable[[str], None]
 # Container ports whose published address is not HTTP.
 _SCHEMES = {5432: "postgresql", 6379: "redis"}
 _UP_TIMEOUT_S = 900.0  # a cold build of the reference stack takes about two minutes
+# `up --wait` alone waits forever for a health check that stays "starting" (a long
+# start_period, a check that hangs); past this it gives up and we diagnose instead.
+_WAIT_TIMEOUT_S = 300
 _POLL_INTERVAL_S = 1.0
-_STILL_WAITING_EVERY_S = 10.0
+_STILL_WAITING_EVERY_S = 5.0  # "any step longer than a few seconds shows a live status line"
+PROJECT_LABEL = "com.docker.compose.project"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class _ProjectCompose(DockerCompose):
@@ -52,6 +59,7 @@ class _ProjectCompose(DockerCompose):
         self.project = project
         self.env = dict(env)
         self.runner = runner
+        self.wait_timeout = _WAIT_TIMEOUT_S
 
     @cached_property
     def compose_command_property(self) -> list[str]:
@@ -61,7 +69,12 @@ class _ProjectCompose(DockerCompose):
     def _run_command(
         self, cmd: str | list[str], context: str | None = None
     ) -> CompletedProcess[bytes]:
-        args = cmd.split() if isinstance(cmd, str) else cmd
+        args = cmd.split() if isinstance(cmd, str) else list(cmd)
+        if "up" in args and "--wait" in args:
+            args[args.index("--wait") + 1 : args.index("--wait") + 1] = [
+                "--wait-timeout",
+                str(self.wait_timeout),
+            ]
         result = self.runner(
             args, cwd=context or str(self.context), env=self.env, timeout=_UP_TIMEOUT_S
         )
@@ -81,6 +94,7 @@ class ComposeTarget:
         env: Mapping[str, str] | None = None,
         runner: CommandRunner | None = None,
         progress: ProgressCallback | None = None,
+        wait_timeout: int = _WAIT_TIMEOUT_S,
     ) -> None:
         self.compose_file = compose_file.resolve()
         self.project = project
@@ -88,6 +102,7 @@ class ComposeTarget:
         self.runner: CommandRunner = runner or SubprocessRunner()
         self.progress: ProgressCallback = progress or (lambda _line: None)
         self._compose = _ProjectCompose(self.compose_file, project, self.env, self.runner)
+        self._compose.wait_timeout = wait_timeout
         self._endpoints: dict[str, str] | None = None
         self._config: dict[str, Any] | None = None
 
@@ -98,9 +113,19 @@ class ComposeTarget:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Build and start the stack; return once every service is healthy."""
+        """Check Docker and the compose file, then build and start the stack (`up`)."""
         self.check_engine()
         self.validate()
+        self.up()
+
+    def up(self) -> None:
+        """Build and start the stack; return once every service is healthy.
+
+        Raises `StackStartError` naming each service that is not healthy, with its health
+        check output and last log lines (testcontainers alone gives a bare
+        CalledProcessError). The containers are left as they are, for the caller to look
+        at or tear down.
+        """
         self.progress(f"starting stack {self.project} from {self.compose_file}")
         started = time.monotonic()
         watcher = _StateWatcher(self, self.progress)
@@ -108,20 +133,33 @@ class ComposeTarget:
         try:
             self._compose.start()
         except CalledProcessError as exc:
-            watcher.stop()
-            output = _text(exc.stderr) + _text(exc.stdout)
+            watcher.finish()
             raise StackStartError(
                 f"stack {self.project} ({self.compose_file}) did not become healthy",
                 self.diagnose(),
-                output,
+                _text(exc.stderr) + _text(exc.stdout),
             ) from None
-        finally:
-            watcher.stop()
+        except TimeoutExpired as exc:
+            watcher.finish()
+            raise StackStartError(
+                f"stack {self.project} ({self.compose_file}) did not become healthy within "
+                f"{exc.timeout:.0f} s",
+                self.diagnose(),
+                _text(exc.stderr) + _text(exc.output),
+            ) from None
+        except BaseException:
+            watcher.stop()  # e.g. Ctrl-C: no more polling while the run unwinds
+            raise
+        watcher.finish()
         self.progress(f"stack {self.project} healthy in {time.monotonic() - started:.1f} s")
 
     def stop(self) -> None:
         self._run(["down", "--volumes", "--remove-orphans", "--timeout", "5"], check=False)
         self._endpoints = None
+
+    def remaining_containers(self) -> list[str]:
+        """IDs of containers still labelled with this project (any state)."""
+        return project_containers(self.runner, self.project)
 
     def recreate(self, services: Sequence[str], env: Mapping[str, str]) -> None:
         """Recreate some services with a changed environment (e.g. fault switches)."""
@@ -131,22 +169,30 @@ class ComposeTarget:
         self._endpoints = None
 
     def check_engine(self) -> None:
+        """Raise `DockerUnavailable`, saying what to do, unless Docker and Compose v2 work."""
         result = self.runner(["docker", "version", "--format", "{{.Server.Version}}"], timeout=30)
         if result.returncode != 0:
+            said = _text(result.stderr).strip() or _text(result.stdout).strip() or "no answer"
+            hint = (
+                "Give your user access to the Docker socket (e.g. add it to the `docker` "
+                "group and log in again)"
+                if "permission denied" in said.lower()
+                else "Start it (`make setup` does on Debian; or `sudo systemctl start docker`)"
+            )
             raise DockerUnavailable(
-                "the Docker engine is not reachable ("
-                + (_text(result.stderr).strip() or "no answer")
-                + "). Start it (`make setup` does on Debian) or use --apex-url for a "
-                "deployed stack."
+                f"the Docker engine is not reachable: {said}\n{hint}, or use "
+                "--apex-url SERVICE=URL to test an already-deployed stack without Docker."
             )
         compose = self.runner(["docker", "compose", "version", "--short"], timeout=30)
         if compose.returncode != 0:
             raise DockerUnavailable(
-                "the Docker Compose v2 plugin is missing (`docker compose version` failed). "
-                "Install docker-compose-plugin (on Debian 12: `make setup`)."
+                "the Docker Compose v2 plugin is missing (`docker compose version` failed: "
+                + (_text(compose.stderr).strip() or "no answer")
+                + "). Install docker-compose-plugin (on Debian 12: `make setup`)."
             )
 
     def validate(self) -> None:
+        """Raise `StackStartError` naming the file and compose's complaint if it is invalid."""
         if not self.compose_file.is_file():
             raise StackStartError(f"compose file not found: {self.compose_file}")
         result = self.runner(
@@ -156,26 +202,14 @@ class ComposeTarget:
             timeout=60,
         )
         if result.returncode != 0:
-            raise StackStartError(
-                f"compose file {self.compose_file} is invalid:\n{_text(result.stderr).strip()}"
-            )
+            said = (_text(result.stderr) or _text(result.stdout)).strip() or "no message"
+            raise StackStartError(f"compose file {self.compose_file} is invalid:\n{said}")
 
     # -- what the suites read --------------------------------------------------------------
 
     def endpoints(self) -> dict[str, str]:
         if self._endpoints is None:
-            found: dict[str, str] = {}
-            for entry in self._ps():
-                for pub in entry.get("Publishers") or []:
-                    host_port = pub.get("PublishedPort") or 0
-                    if not host_port:
-                        continue
-                    target = int(pub.get("TargetPort") or 0)
-                    scheme = _SCHEMES.get(target, "http")
-                    host = pub.get("URL") or "127.0.0.1"
-                    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-                    found.setdefault(entry["Service"], f"{scheme}://{host}:{host_port}")
-            self._endpoints = found
+            self._endpoints = _endpoints_of(self._ps())
         return dict(self._endpoints)
 
     def containers(self) -> list[ContainerInfo]:
@@ -188,8 +222,11 @@ class ComposeTarget:
         return [_container_info(_service_of(info), info) for info in json.loads(result.stdout)]
 
     def logs(self, service: str, tail: int = 200) -> str:
-        result = self._run(["logs", "--no-color", "--tail", str(tail), service], check=False)
-        return _text(result.stdout) + _text(result.stderr)
+        result = self._run(
+            ["logs", "--no-color", "--no-log-prefix", "--tail", str(tail), service], check=False
+        )
+        # Compose still writes terminal control sequences (erase-line) into piped logs.
+        return _ANSI.sub("", _text(result.stdout) + _text(result.stderr))
 
     def environment(self, service: str) -> dict[str, str]:
         """The service's environment as compose resolves it (env_file entries included)."""
@@ -203,22 +240,28 @@ class ComposeTarget:
         return {c.service: c.image_id for c in self.containers()}
 
     def diagnose(self) -> list[ServiceDiagnosis]:
-        """Every service that is not running-and-healthy, with its health output and logs."""
+        """Every service that is not running-and-healthy, with its health output and logs.
+
+        The likely culprits (unhealthy, exited) come first; services compose created but
+        never started, because something they depend on failed, come last.
+        """
         diagnoses = []
         for entry in self._ps(all_states=True):
             state, health = entry.get("State", ""), entry.get("Health", "")
             if state == "running" and health in ("", "healthy"):
                 continue
+            never_ran = state == "created"
             diagnoses.append(
                 ServiceDiagnosis(
-                    service=entry["Service"],
+                    service=entry.get("Service", "?"),
                     state=state,
                     health=health,
-                    health_output=self._health_output(entry["ID"]),
-                    log_tail=self.logs(entry["Service"], tail=40),
+                    health_output="" if never_ran else self._health_output(entry["ID"]),
+                    log_tail="" if never_ran else self.logs(entry.get("Service", ""), tail=40),
+                    exit_code=int(entry.get("ExitCode") or 0),
                 )
             )
-        return diagnoses
+        return sorted(diagnoses, key=lambda d: (d.state == "created", d.service))
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -254,12 +297,28 @@ class ComposeTarget:
         return result
 
 
+def project_containers(runner: CommandRunner, project: str) -> list[str]:
+    """IDs of the containers (any state) labelled as belonging to a compose project."""
+    result = runner(
+        ["docker", "ps", "--all", "--quiet", "--filter", f"label={PROJECT_LABEL}={project}"],
+        timeout=60,
+    )
+    return _text(result.stdout).split() if result.returncode == 0 else []
+
+
 class _StateWatcher:
-    """Reports each service's state as it changes while `up --wait` blocks."""
+    """Reports each service's state as it changes while `up --wait` blocks.
+
+    `up --wait` prints nothing until it is done (its output is captured), and a cold build
+    takes minutes: without this a run looks hung. Every state change is reported, and a
+    "still waiting" line when nothing changed for a few seconds.
+    """
 
     def __init__(self, target: ComposeTarget, progress: ProgressCallback) -> None:
         self.target = target
         self.progress = progress
+        self._seen: dict[str, str] = {}
+        self._started = self._last_news = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="apex-compose-watch", daemon=True)
 
@@ -271,26 +330,47 @@ class _StateWatcher:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
+    def finish(self) -> None:
+        """Stop, then report the changes since the last poll (e.g. the final "healthy")."""
+        self.stop()
+        if not self._thread.is_alive():
+            self._poll()
+
     def _run(self) -> None:
-        seen: dict[str, str] = {}
-        started = last_news = time.monotonic()
         while not self._stop.wait(_POLL_INTERVAL_S):
+            self._poll(stop_aware=True)
             now = time.monotonic()
-            for entry in self.target._ps(all_states=True):
-                state = entry.get("Health") or entry.get("State", "?")
-                service = entry.get("Service", "?")
-                if seen.get(service) != state:
-                    before = seen.get(service, "created")
-                    seen[service] = state
-                    last_news = now
-                    self.progress(f"  {service}: {before} -> {state} ({now - started:.1f} s)")
-            if now - last_news >= _STILL_WAITING_EVERY_S:
-                last_news = now
-                waiting = sorted(s for s, st in seen.items() if st != "healthy") or ["images"]
-                self.progress(
-                    f"  still waiting ({now - started:.0f} s): building or starting "
-                    + ", ".join(waiting)
+            if now - self._last_news >= _STILL_WAITING_EVERY_S and not self._stop.is_set():
+                self._last_news = now
+                pending = sorted(f"{s} ({st})" for s, st in self._seen.items() if st != "healthy")
+                doing = (
+                    "waiting for " + ", ".join(pending)
+                    if pending
+                    else "building images and creating containers"
                 )
+                self._say(f"  still waiting ({now - self._started:.0f} s): {doing}")
+
+    def _poll(self, stop_aware: bool = False) -> None:
+        try:
+            entries = self.target._ps(all_states=True)
+        except Exception:  # progress is best effort: never let it break a bring-up
+            return
+        if stop_aware and self._stop.is_set():
+            return  # `up` ended while we polled; `finish` reports the final states
+        now = time.monotonic()
+        for entry in entries:
+            state = entry.get("Health") or entry.get("State") or "?"
+            service = entry.get("Service", "?")
+            if self._seen.get(service) != state:
+                before = self._seen.get(service, "new")
+                self._seen[service] = state
+                self._last_news = now
+                self._say(f"  {service}: {before} -> {state} ({now - self._started:.1f} s)")
+
+    def _say(self, line: str) -> None:
+        # A broken terminal must not stop the watcher, let alone the bring-up.
+        with contextlib.suppress(Exception):
+            self.progress(line)
 
 
 def _service_of(inspect: Mapping[str, Any]) -> str:
@@ -325,15 +405,62 @@ def _container_info(service: str, inspect: Mapping[str, Any]) -> ContainerInfo:
 
 
 def _parse_ps(text: str) -> list[dict[str, Any]]:
-    """`docker compose ps --format json` prints one object per line (or one array, in 2.2x)."""
+    """Objects of `docker compose ps/ls --format json`, whichever shape compose printed.
+
+    Compose before 2.21 printed one JSON array; later versions print one object per line
+    (`ls` still prints an array). Lines that are not JSON (a stray warning) are skipped.
+    """
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+    if whole is not None:
+        return _objects(whole)
     entries: list[dict[str, Any]] = []
     for line in text.splitlines():
-        line = line.strip()
-        if not line:
+        try:
+            entries.extend(_objects(json.loads(line)))
+        except json.JSONDecodeError:
             continue
-        data = json.loads(line)
-        entries.extend(data if isinstance(data, list) else [data])
     return entries
+
+
+def _objects(data: Any) -> list[dict[str, Any]]:
+    items = data if isinstance(data, list) else [data]
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _publisher_rank(pub: Mapping[str, Any]) -> tuple[bool, int]:
+    return (":" in str(pub.get("URL") or ""), int(pub.get("TargetPort") or 0))
+
+
+def _endpoints_of(entries: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Base URL of each service with a published port, from `ps --format json` entries.
+
+    A service's lowest published container port wins, an IPv4 address over an IPv6 one
+    (compose lists both for a wildcard bind), and a wildcard bind is reached on loopback.
+    """
+    found: dict[str, str] = {}
+    for entry in entries:
+        service = entry.get("Service")
+        if not service or service in found:
+            continue
+        published = [p for p in entry.get("Publishers") or [] if int(p.get("PublishedPort") or 0)]
+        published.sort(key=_publisher_rank)
+        if not published:
+            continue
+        pub = published[0]
+        scheme = _SCHEMES.get(int(pub.get("TargetPort") or 0), "http")
+        host = str(pub.get("URL") or "")
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        found[str(service)] = f"{scheme}://{host}:{int(pub['PublishedPort'])}"
+    return found
 
 
 def _text(data: bytes | str | None) -> str:

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from pytest_apex.targets.runner import DockerUnavailable
 
 __all__ = ["DockerUnavailable", "ServiceDiagnosis", "StackStartError"]
+
+# Lines of compose's own output shown in a start error: its last lines carry the reason
+# ("container x is unhealthy", a build error); the rest is progress noise. More of it when
+# no service diagnosis explains the failure (a build error, a port already taken).
+COMPOSE_OUTPUT_TAIL = 8
+COMPOSE_OUTPUT_TAIL_ALONE = 60
+# Compose's per-object progress lines ("Container x  Started"), which say nothing of why.
+_COMPOSE_PROGRESS = re.compile(
+    r"^\s*(?:Network|Container|Volume|Image)\s+\S+\s+(?:Creating|Created|Starting|Started"
+    r"|Waiting|Healthy|Running|Recreate|Recreated|Stopping|Stopped|Removing|Removed|Pulling"
+    r"|Pulled|Built)\s*$"
+)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -18,9 +32,21 @@ class ServiceDiagnosis:
     health: str
     health_output: str
     log_tail: str
+    exit_code: int = 0
+
+    @property
+    def condition(self) -> str:
+        """What is wrong, in words: "is unhealthy", "exited with code 1", ..."""
+        if self.state == "created":
+            return "was created but never started (a service it depends on failed)"
+        if self.state in ("exited", "dead"):
+            return f"{self.state} with code {self.exit_code}"
+        if self.health == "starting":
+            return "is still starting (its health check has not passed yet)"
+        return f"is {self.health or self.state or 'in an unknown state'}"
 
     def render(self) -> str:
-        lines = [f"service {self.service!r} is {self.health or self.state}"]
+        lines = [f"service {self.service!r} {self.condition}"]
         if self.health_output.strip():
             lines.append("  last health-check output:")
             lines += [f"    {line}" for line in self.health_output.strip().splitlines()]
@@ -48,6 +74,12 @@ class StackStartError(RuntimeError):
     def __str__(self) -> str:
         parts = [self.summary]
         parts += [d.render() for d in self.diagnoses]
-        if self.compose_output.strip() and not self.diagnoses:
-            parts.append("docker compose said:\n" + self.compose_output.strip())
+        said = [
+            _ANSI.sub("", line).strip()
+            for line in self.compose_output.splitlines()
+            if line.strip() and not _COMPOSE_PROGRESS.match(_ANSI.sub("", line))
+        ]
+        if said:
+            shown = said[-(COMPOSE_OUTPUT_TAIL if self.diagnoses else COMPOSE_OUTPUT_TAIL_ALONE) :]
+            parts.append("docker compose said:\n" + "\n".join(f"  {line}" for line in shown))
         return "\n".join(parts)

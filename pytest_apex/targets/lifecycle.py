@@ -11,25 +11,34 @@ and removed before a new one starts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import psutil
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from pytest_apex.targets.base import Target
-from pytest_apex.targets.compose import ComposeTarget, ProgressCallback, _parse_ps, _text
-from pytest_apex.targets.errors import StackStartError
+from pytest_apex.targets.compose import (
+    ComposeTarget,
+    ProgressCallback,
+    _parse_ps,
+    _text,
+    project_containers,
+)
+from pytest_apex.targets.errors import DockerUnavailable, StackStartError
 from pytest_apex.targets.external import ExternalTarget
 from pytest_apex.targets.runner import CommandRunner, SubprocessRunner
 
@@ -38,13 +47,22 @@ if TYPE_CHECKING:
 
 RUN_PREFIX = "apexrun"
 KEEP_PREFIX = "apexkeep"
-_RUN_NAME = re.compile(rf"^{RUN_PREFIX}-(\d+)-[0-9a-f]+")
+_RUN_NAME = re.compile(rf"^{RUN_PREFIX}-(\d+)-[0-9a-f]+$")
+# A worker waits this long for another process of the run to finish starting the stack
+# (a cold build plus the health checks fit well within it).
+_LOCK_TIMEOUT_S = 1200.0
+_TEARDOWN_ATTEMPTS = 3
 
 
 def new_project_name(keep: bool = False, pid: int | None = None) -> str:
-    """A compose project name unique to this run; kept stacks are never reaped."""
+    """A compose project name unique to this run.
+
+    `apexrun-<pid>-<random>` names the process that owns the stack, so a later run can tell
+    a crashed run's stack (pid gone) from a live one. Kept stacks (`apexkeep-<time>-<random>`)
+    are never reaped; the hex start time makes the newest one sort last, for --apex-reuse.
+    """
     if keep:
-        return f"{KEEP_PREFIX}-{secrets.token_hex(3)}"
+        return f"{KEEP_PREFIX}-{int(time.time()):08x}-{secrets.token_hex(2)}"
     return f"{RUN_PREFIX}-{pid or os.getpid()}-{secrets.token_hex(3)}"
 
 
@@ -57,30 +75,49 @@ def stale_projects(
         return []
     stale = []
     for project in _parse_ps(_text(result.stdout)):
-        match = _RUN_NAME.match(project.get("Name", ""))
+        match = _RUN_NAME.match(str(project.get("Name", "")))
         if match and not pid_alive(int(match.group(1))):
-            stale.append(project["Name"])
+            stale.append(str(project["Name"]))
     return stale
 
 
-def reap_stale(runner: CommandRunner, progress: ProgressCallback) -> list[str]:
-    reaped = stale_projects(runner)
+def down_by_name(runner: CommandRunner, project: str, cwd: Path | None = None) -> None:
+    """`docker compose -p NAME down` (no compose file needed), then remove any straggler.
+
+    By name only, because the compose file may have changed or gone since the stack was
+    started. `cwd` should hold no compose file: compose would read one there.
+    """
+    runner(
+        [
+            "docker",
+            "compose",
+            "--project-name",
+            project,
+            "down",
+            "--volumes",
+            "--remove-orphans",
+            "--timeout",
+            "5",
+        ],
+        cwd=str(cwd) if cwd else None,
+        timeout=300,
+    )
+    leftover = project_containers(runner, project)
+    if leftover:
+        runner(["docker", "rm", "--force", "--volumes", *leftover], timeout=120)
+
+
+def reap_stale(
+    runner: CommandRunner,
+    progress: ProgressCallback,
+    pid_alive: Callable[[int], bool] = psutil.pid_exists,
+    cwd: Path | None = None,
+) -> list[str]:
+    """Remove the stacks that crashed runs of this plugin left behind."""
+    reaped = stale_projects(runner, pid_alive)
     for project in reaped:
         progress(f"removing stack {project} left behind by a crashed run")
-        runner(
-            [
-                "docker",
-                "compose",
-                "--project-name",
-                project,
-                "down",
-                "--volumes",
-                "--remove-orphans",
-                "--timeout",
-                "5",
-            ],
-            timeout=300,
-        )
+        down_by_name(runner, project, cwd)
     return reaped
 
 
@@ -89,24 +126,31 @@ def kept_project_for(compose_file: Path, runner: CommandRunner) -> str | None:
     result = runner(["docker", "compose", "ls", "--format", "json"], timeout=60)
     if result.returncode != 0:
         return None
+    wanted = str(compose_file.resolve())
     candidates = [
-        p["Name"]
+        str(p["Name"])
         for p in _parse_ps(_text(result.stdout))
-        if p.get("Name", "").startswith(KEEP_PREFIX)
-        and str(compose_file.resolve()) in p.get("ConfigFiles", "")
-        and "running" in p.get("Status", "")
+        if str(p.get("Name", "")).startswith(f"{KEEP_PREFIX}-")
+        and wanted in str(p.get("ConfigFiles", "")).split(",")
+        and "running" in str(p.get("Status", ""))
     ]
     return sorted(candidates)[-1] if candidates else None
 
 
 @dataclass
 class _State:
-    """What the process that started the stack tells everyone else."""
+    """What the process that started the stack tells everyone else.
+
+    Written to `state.json` in the run's state directory: "starting" before `up`, so an
+    interrupted start is still torn down; then "up", or "failed" with the error, so other
+    workers fail fast with the same message instead of starting again.
+    """
 
     status: str  # "starting" | "up" | "failed"
     project: str
     reused: bool = False
     error: str = ""
+    error_kind: str = ""  # "DockerUnavailable" or "StackStartError"
 
     @classmethod
     def read(cls, path: Path) -> _State | None:
@@ -119,6 +163,16 @@ class _State:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.__dict__))
         tmp.replace(path)
+
+    def raise_error(self) -> NoReturn:
+        if self.status == "starting":
+            raise StackStartError(
+                f"the start of stack {self.project} was interrupted (the process starting it "
+                "died); it is removed at the end of this run. Rerun the tests."
+            )
+        if self.error_kind == "DockerUnavailable":
+            raise DockerUnavailable(self.error)
+        raise StackStartError(self.error)
 
 
 class TargetSession:
@@ -133,6 +187,7 @@ class TargetSession:
         is_controller: bool,
         runner: CommandRunner | None = None,
         progress: ProgressCallback | None = None,
+        pid_alive: Callable[[int], bool] = psutil.pid_exists,
     ) -> None:
         self.settings = settings
         self.project = project
@@ -140,7 +195,9 @@ class TargetSession:
         self.is_controller = is_controller
         self.runner: CommandRunner = runner or SubprocessRunner()
         self.progress: ProgressCallback = progress or _stderr_progress
+        self.pid_alive = pid_alive
         self._target: Target | None = None
+        self._previous_sigterm: Any = None
 
     # -- construction ----------------------------------------------------------------------
 
@@ -149,7 +206,8 @@ class TargetSession:
         project = new_project_name(keep=settings.keep)
         state_dir = Path(tempfile.gettempdir()) / "pytest-apex" / project
         session = cls(settings, project, state_dir, is_controller=True, **kwargs)
-        _install_sigterm_handler()
+        if not settings.is_external:
+            session._previous_sigterm = _install_sigterm_handler()
         return session
 
     @classmethod
@@ -181,44 +239,62 @@ class TargetSession:
             self._target = ExternalTarget(self.settings.urls)
             return self._target
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.state_dir / "lock")):
-            state = _State.read(self._state_file)
-            if state is None:
-                state = self._start()
-            if state.status == "starting":
-                raise StackStartError(
-                    f"the start of stack {state.project} was interrupted; rerun the tests"
-                )
-            if state.status == "failed":
-                raise StackStartError(state.error)
-            self._target = self._compose_target(state.project)
+        try:
+            with FileLock(str(self.state_dir / "lock"), timeout=_LOCK_TIMEOUT_S):
+                state = _State.read(self._state_file)
+                if state is None:
+                    state = self._start()
+        except Timeout:
+            raise StackStartError(
+                f"gave up after {_LOCK_TIMEOUT_S:.0f} s waiting for another process of this "
+                f"run to start stack {self.project}"
+            ) from None
+        if state.status != "up":
+            state.raise_error()
+        self._target = self._compose_target(state.project)
         return self._target
 
     def describe(self) -> dict[str, str]:
         info = {"target": "external" if self.settings.is_external else f"compose:{self.project}"}
         if isinstance(self._target, ComposeTarget):
+            info["target"] = self._target.name  # the reused stack's name, when reused
             info.update({f"image.{s}": i[:19] for s, i in self._target.image_ids().items()})
         return info
 
     def finish(self) -> None:
-        """Controller only: stop the stack unless it is kept (or was reused)."""
+        """Controller only: stop the stack unless it is kept (or was reused).
+
+        Never raises: it runs in pytest_unconfigure, after the run's result is known, and a
+        teardown problem must not hide that result; it is reported with the command that
+        removes the stack by hand. Further Ctrl-C / SIGTERM are held off until it is done.
+        """
         if not self.is_controller or self.settings.is_external:
             return
-        state = _State.read(self._state_file)
-        if state is None:
-            return  # no test needed the stack
-        target = self._compose_target(state.project)
-        if self.settings.keep or state.reused:
+        project = self.project
+        try:
+            state = _State.read(self._state_file)
+            if state is None:
+                return  # no test needed the stack
+            project = state.project
+            with _signals_held(self.progress, f"removing stack {state.project}"):
+                if state.status == "up" and (self.settings.keep or state.reused):
+                    self._announce_kept(state.project)
+                elif state.status == "failed" and not project_containers(
+                    self.runner, state.project
+                ):
+                    pass  # removed when it failed (see _start)
+                else:
+                    # Also an interrupted start ("starting"): some containers may exist.
+                    self._teardown(state.project)
+        except Exception as exc:
             self.progress(
-                f"stack {state.project} kept running. Endpoints: "
-                + ", ".join(f"{s}={u}" for s, u in sorted(target.endpoints().items()))
-                + f"\n  reuse it: pytest --apex-reuse ...\n  stop it:  docker compose "
-                f"--project-name {state.project} -f {target.compose_file} down --volumes"
+                f"could not finish stack {project}: {type(exc).__name__}: {exc}\n"
+                f"  remove it by hand: docker compose -p {project} down --volumes"
             )
-            return
-        self.progress(f"stopping stack {state.project}")
-        target.stop()
-        self._state_file.unlink(missing_ok=True)
+        finally:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            _restore_sigterm_handler(self._previous_sigterm)
+            self._previous_sigterm = None
 
     # -- internals -------------------------------------------------------------------------
 
@@ -230,40 +306,134 @@ class TargetSession:
         )
 
     def _start(self) -> _State:
+        """Start (or find, with --apex-reuse) the stack; record the outcome in the state file.
+
+        Raises the error itself (with its diagnoses) in this process after recording it.
+        """
         assert self.settings.stack is not None
-        if self.settings.reuse:
-            kept = kept_project_for(self.settings.stack, self.runner)
-            if kept:
-                self.progress(f"reusing running stack {kept}")
-                state = _State("up", kept, reused=True)
-                state.write(self._state_file)
-                return state
-            self.progress("no running kept stack to reuse; starting a new one")
-        reap_stale(self.runner, self.progress)
         target = self._compose_target(self.project)
-        # Written first so that an interrupted start is still torn down by finish().
+        try:
+            target.check_engine()
+            if self.settings.reuse:
+                kept = kept_project_for(self.settings.stack, self.runner)
+                if kept:
+                    self.progress(f"reusing running stack {kept}")
+                    state = _State("up", kept, reused=True)
+                    state.write(self._state_file)
+                    return state
+                self.progress("no running kept stack to reuse; starting a new one")
+            reap_stale(self.runner, self.progress, self.pid_alive, cwd=self.state_dir)
+            target.validate()
+        except (DockerUnavailable, StackStartError) as exc:
+            self._record_failure(exc)
+            raise
+        # Written before `up` so that an interrupted start is still torn down by finish().
         _State("starting", self.project).write(self._state_file)
         try:
-            target.start()
-            state = _State("up", self.project)
-        except StackStartError as exc:
-            state = _State("failed", self.project, error=str(exc))
+            target.up()
+        except (DockerUnavailable, StackStartError) as exc:
+            # Removed now rather than at the end of the run: nothing can use a broken
+            # stack, and the error already holds what its containers had to say.
+            self.progress(f"stack {self.project} did not come up; removing it")
+            try:
+                self._teardown(self.project)
+            except Exception as teardown_error:  # the start error is the one to report
+                self.progress(f"could not remove stack {self.project}: {teardown_error}")
+            self._record_failure(exc)
+            raise
+        state = _State("up", self.project)
         state.write(self._state_file)
         return state
+
+    def _record_failure(self, exc: Exception) -> None:
+        _State("failed", self.project, error=str(exc), error_kind=type(exc).__name__).write(
+            self._state_file
+        )
+
+    def _teardown(self, project: str) -> None:
+        """`down` the project, and make sure that no container of it is left."""
+        self.progress(f"stopping stack {project}")
+        started = time.monotonic()
+        target = self._compose_target(project)
+        target.stop()
+        for _ in range(_TEARDOWN_ATTEMPTS):
+            # A container whose create was in flight when `up` was killed can appear after
+            # the first `down` looked; and `down` with a changed compose file can miss some.
+            if not target.remaining_containers():
+                break
+            down_by_name(self.runner, project, self.state_dir)
+        left = target.remaining_containers()
+        if left:
+            self.progress(
+                f"stack {project} still has {len(left)} container(s); remove them with: "
+                f"docker compose -p {project} down --volumes"
+            )
+            return
+        self.progress(f"stack {project} removed in {time.monotonic() - started:.1f} s")
+
+    def _announce_kept(self, project: str) -> None:
+        target = self._compose_target(project)
+        endpoints = target.endpoints()
+        width = max((len(s) for s in endpoints), default=0)
+        lines = [f"stack {project} kept running:"]
+        lines += [f"  {s:<{width}}  {url}" for s, url in sorted(endpoints.items())]
+        lines += [
+            f"  reuse it: pytest --apex-reuse   (attaches to the newest kept stack of "
+            f"{target.compose_file.name})",
+            f"  stop it:  docker compose -p {project} down --volumes",
+        ]
+        self.progress("\n".join(lines))
 
 
 def _stderr_progress(line: str) -> None:
     print(f"[apex] {line}", file=sys.stderr, flush=True)
 
 
-def _install_sigterm_handler() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so pytest unwinds and the stack is torn down."""
+def _install_sigterm_handler() -> Any:
+    """Turn SIGTERM into KeyboardInterrupt so pytest unwinds and the stack is torn down.
+
+    Returns the handler it replaced (None when it installed nothing), for `finish` to put
+    back: an in-process pytest run (pytester) must not leave its handler in the host.
+    """
     if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
-        return  # somebody else handles it; don't take it from them
-
-    def _on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        return None  # somebody else handles it; don't take it from them
     signal.signal(signal.SIGTERM, _on_sigterm)
+    return previous
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _restore_sigterm_handler(previous: Any) -> None:
+    if previous is None or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_held(progress: ProgressCallback, doing: str) -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM while the stack is torn down, saying so.
+
+    The first one already stopped the tests; another one arriving mid-`down` would leave
+    half a stack behind. `down` is bounded (`--timeout 5` per container), so this is short.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _held(signum: int, frame: object) -> None:
+        progress(f"{doing}; please wait (signal {signum} ignored until it is done)")
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, _held)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

@@ -1,0 +1,946 @@
+"""The stack lifecycle without Docker: every docker command goes to a scripted fake runner.
+
+Covers project naming and stale-stack reaping, the start-failure diagnosis, Docker being
+missing or down, endpoint parsing, and `TargetSession`: one start per run across workers,
+teardown (also after an interrupted or failed start), --apex-keep / --apex-reuse, and
+SIGTERM. The same paths against a real engine are in test_stack_lifecycle.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_apex.config import ApexSettings
+from pytest_apex.targets import compose
+from pytest_apex.targets.compose import ComposeTarget, _endpoints_of, _parse_ps
+from pytest_apex.targets.errors import DockerUnavailable, ServiceDiagnosis, StackStartError
+from pytest_apex.targets.lifecycle import (
+    TargetSession,
+    kept_project_for,
+    new_project_name,
+    reap_stale,
+    stale_projects,
+)
+from pytest_apex.targets.runner import SubprocessRunner
+
+Response = subprocess.CompletedProcess[bytes]
+Handler = Callable[[list[str]], Response | None]
+
+LIVE_PID, DEAD_PID = 4242, 999_999
+
+
+def _done(args: Sequence[str], rc: int = 0, out: str = "", err: str = "") -> Response:
+    return subprocess.CompletedProcess(list(args), rc, out.encode(), err.encode())
+
+
+class FakeDocker:
+    """A scripted `CommandRunner`: the last rule whose words all appear in the command (in
+    order) answers it; every call is recorded. By default it is a healthy engine with no
+    projects, where `up` succeeds and `ps` shows the `services` given."""
+
+    def __init__(self, services: Sequence[dict[str, Any]] = ()) -> None:
+        self.calls: list[list[str]] = []
+        self.envs: list[dict[str, str]] = []
+        self._rules: list[tuple[tuple[str, ...], Handler]] = []
+        self._lock = threading.Lock()
+        self.on("docker", "version", out="26.1.5\n")
+        self.on("compose", "version", out="2.26.1\n")
+        self.on("compose", "ls", out="[]\n")
+        self.on("compose", "ps", out="\n".join(json.dumps(s) for s in services))
+        self.on("docker", "ps", "--all", "--quiet", out="")
+
+    def on(
+        self,
+        *words: str,
+        rc: int = 0,
+        out: str = "",
+        err: str = "",
+        do: Handler | None = None,
+    ) -> FakeDocker:
+        handler = do or (lambda args: _done(args, rc, out, err))
+        self._rules.append((words, handler))
+        return self
+
+    def __call__(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Any = None,
+        timeout: float | None = None,
+    ) -> Response:
+        command = list(args)
+        with self._lock:  # the state watcher polls from its own thread
+            self.calls.append(command)
+            self.envs.append(dict(env or {}))
+        for words, handler in reversed(self._rules):
+            if _in_order(words, command):
+                response = handler(command)
+                if response is not None:
+                    return response
+        return _done(command)
+
+    def ran(self, *words: str) -> list[list[str]]:
+        with self._lock:
+            return [c for c in self.calls if _in_order(words, c)]
+
+
+def _in_order(words: Sequence[str], command: Sequence[str]) -> bool:
+    rest = iter(command)
+    return all(word in rest for word in words)
+
+
+def ps_entry(
+    service: str,
+    *,
+    state: str = "running",
+    health: str = "healthy",
+    publishers: Sequence[dict[str, Any]] = (),
+    exit_code: int = 0,
+) -> dict[str, Any]:
+    return {
+        "ID": f"id-{service}",
+        "Service": service,
+        "State": state,
+        "Health": health,
+        "ExitCode": exit_code,
+        "Publishers": list(publishers),
+    }
+
+
+def published(port: int, host_port: int, url: str = "127.0.0.1") -> dict[str, Any]:
+    return {"URL": url, "TargetPort": port, "PublishedPort": host_port, "Protocol": "tcp"}
+
+
+HEALTHY = [
+    ps_entry("backend", publishers=[published(8000, 49153)]),
+    ps_entry("redis", publishers=[published(6379, 49154)]),
+]
+
+
+@pytest.fixture
+def compose_file(tmp_path: Path) -> Path:
+    path = tmp_path / "stack" / "docker-compose.yml"
+    path.parent.mkdir()
+    path.write_text("services: {}\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # TargetSession.for_controller puts its state under the temp dir: keep it in the test's.
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(root))
+    return root
+
+
+@pytest.fixture
+def sigterm_restored() -> Iterator[None]:
+    # for_controller installs a SIGTERM handler; whatever a test does, put the original back.
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+class Lines:
+    """A progress callback that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def controller(
+    compose_file: Path, runner: FakeDocker, progress: Lines | None = None, **settings: Any
+) -> TargetSession:
+    return TargetSession.for_controller(
+        ApexSettings(stack=compose_file, **settings),
+        runner=runner,
+        progress=progress or Lines(),
+        pid_alive=lambda pid: pid != DEAD_PID,
+    )
+
+
+def worker_of(session: TargetSession, runner: FakeDocker) -> TargetSession:
+    """What an xdist worker builds from the controller's workerinput."""
+    return TargetSession.from_workerinput(
+        session.settings, dict(session.workerinput()), runner=runner, progress=Lines()
+    )
+
+
+# --- project names and stale stacks ----------------------------------------------------------
+
+
+def test_project_names_carry_the_owner_pid_and_are_unique() -> None:
+    name = new_project_name(pid=1234)
+    assert name.startswith("apexrun-1234-")
+    assert len(name.rsplit("-", 1)[1]) == 6
+    assert new_project_name() != new_project_name()
+    assert new_project_name().startswith(f"apexrun-{os.getpid()}-")
+
+
+def test_kept_names_sort_by_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000)
+    older = new_project_name(keep=True)
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_001)
+    newer = new_project_name(keep=True)
+    assert older.startswith("apexkeep-")
+    assert newer.startswith("apexkeep-")
+    assert sorted([newer, older]) == [older, newer]
+
+
+def _ls(*names: str) -> str:
+    return json.dumps([{"Name": n, "Status": "running(1)", "ConfigFiles": "/x.yml"} for n in names])
+
+
+def test_only_stacks_of_dead_runs_are_stale() -> None:
+    runner = FakeDocker().on(
+        "compose",
+        "ls",
+        out=_ls(
+            f"apexrun-{DEAD_PID}-a1b2c3",  # crashed run: reaped
+            f"apexrun-{LIVE_PID}-a1b2c3",  # a run still going: left alone
+            "apexkeep-6553f100-beef",  # kept on purpose: never reaped
+            f"apexrunner-{DEAD_PID}-a1b2c3",  # not ours
+            "myproject",
+        ),
+    )
+    assert stale_projects(runner, pid_alive=lambda pid: pid == LIVE_PID) == [
+        f"apexrun-{DEAD_PID}-a1b2c3"
+    ]
+
+
+def test_reaping_takes_down_only_the_stale_stacks(tmp_path: Path) -> None:
+    runner = FakeDocker().on(
+        "compose", "ls", out=_ls(f"apexrun-{DEAD_PID}-a1b2c3", f"apexrun-{LIVE_PID}-d4e5f6")
+    )
+    progress = Lines()
+    reaped = reap_stale(runner, progress, pid_alive=lambda pid: pid == LIVE_PID, cwd=tmp_path)
+    assert reaped == [f"apexrun-{DEAD_PID}-a1b2c3"]
+    downs = runner.ran("compose", "down")
+    assert len(downs) == 1
+    assert downs[0][:4] == ["docker", "compose", "--project-name", f"apexrun-{DEAD_PID}-a1b2c3"]
+    assert "left behind by a crashed run" in progress.text
+
+
+def test_stale_listing_survives_an_engine_error() -> None:
+    runner = FakeDocker().on("compose", "ls", rc=1, err="Cannot connect to the Docker daemon")
+    assert stale_projects(runner) == []
+
+
+def test_reuse_picks_the_newest_running_kept_stack_of_the_same_file(compose_file: Path) -> None:
+    other = compose_file.parent / "other.yml"
+    listing = [
+        {
+            "Name": "apexkeep-6553f100-aaaa",
+            "Status": "running(2)",
+            "ConfigFiles": str(compose_file),
+        },
+        {
+            "Name": "apexkeep-6553f200-bbbb",
+            "Status": "running(2)",
+            "ConfigFiles": str(compose_file),
+        },
+        {"Name": "apexkeep-6553f300-cccc", "Status": "running(2)", "ConfigFiles": str(other)},
+        {
+            "Name": f"apexrun-{LIVE_PID}-dddd",
+            "Status": "running(2)",
+            "ConfigFiles": str(compose_file),
+        },
+        {"Name": "apexkeep-6553f400-eeee", "Status": "exited(2)", "ConfigFiles": str(compose_file)},
+    ]
+    runner = FakeDocker().on("compose", "ls", out=json.dumps(listing))
+    assert kept_project_for(compose_file, runner) == "apexkeep-6553f200-bbbb"
+
+
+# --- ComposeTarget: commands, failure diagnosis, Docker missing ---------------------------------
+
+
+def test_up_runs_in_the_run_project_with_wait_and_a_wait_timeout(compose_file: Path) -> None:
+    runner = FakeDocker(HEALTHY)
+    target = ComposeTarget(compose_file, "apexrun-1-abcdef", env={"APEX_FAULTS": ""}, runner=runner)
+    target.start()
+    (up,) = runner.ran("compose", "up")
+    assert up[:4] == ["docker", "compose", "--project-name", "apexrun-1-abcdef"]
+    assert ["-f", compose_file.name] == up[4:6]
+    assert {"--build", "--wait"} <= set(up)
+    assert up[up.index("--wait-timeout") + 1] == str(compose._WAIT_TIMEOUT_S)
+    assert runner.ran("compose", "config", "--quiet")  # validated first
+
+
+def _failing_stack(project: str) -> FakeDocker:
+    health = {
+        "Status": "unhealthy",
+        "Log": [
+            {"ExitCode": 1, "Output": "probe-says-not-ready\n"},
+            {"ExitCode": 1, "Output": "connection refused on :6379\n"},
+        ],
+    }
+    progress_noise = "\n".join(
+        f" Container {project}-{s}-1  {what}"
+        for s in ("cache", "web")
+        for what in ("Creating", "Created", "Starting", "Started", "Waiting")
+    )
+    return (
+        FakeDocker(
+            [
+                ps_entry("web", state="created", health=""),
+                ps_entry("cache", health="unhealthy"),
+            ]
+        )
+        .on(
+            "compose",
+            "up",
+            rc=1,
+            err=f"{progress_noise}\ndependency failed to start: container {project}-cache-1"
+            " is unhealthy\n",
+        )
+        .on("docker", "inspect", "--format", out=json.dumps(health))
+        .on(
+            "compose",
+            "logs",
+            "cache",
+            out="\x1b[2K1:M * Ready to accept connections\n1:M # out of memory?\n",
+        )
+    )
+
+
+def test_a_stack_that_does_not_get_healthy_is_diagnosed(compose_file: Path) -> None:
+    project = "apexrun-1-abcdef"
+    runner = _failing_stack(project)
+    target = ComposeTarget(compose_file, project, runner=runner)
+    with pytest.raises(StackStartError) as caught:
+        target.start()
+    error = caught.value
+    # The culprit first; the service that never started because of it after.
+    assert error.unhealthy_services == ["cache", "web"]
+    message = str(error)
+    assert f"stack {project} ({compose_file}) did not become healthy" in message
+    assert "service 'cache' is unhealthy" in message
+    assert "exit 1: probe-says-not-ready" in message  # health-check output
+    assert "exit 1: connection refused on :6379" in message
+    assert "1:M * Ready to accept connections" in message  # log tail, without escapes
+    assert "1:M # out of memory?" in message
+    assert "\x1b" not in message
+    assert "service 'web' was created but never started" in message
+    # Compose's reason is kept, its progress chatter is not.
+    assert f"dependency failed to start: container {project}-cache-1 is unhealthy" in message
+    assert "Creating" not in message
+    # The full compose output stays available (the fixture attaches it to Allure).
+    assert "Container" in error.compose_output
+    # Logs are read per service, 40 lines, without compose's prefix.
+    (logs,) = runner.ran("compose", "logs", "cache")
+    assert logs[logs.index("--tail") + 1] == "40"
+    assert "--no-log-prefix" in logs
+
+
+def test_an_exited_service_reports_its_exit_code(compose_file: Path) -> None:
+    runner = FakeDocker([ps_entry("backend", state="exited", health="", exit_code=3)]).on(
+        "compose", "up", rc=1, err="service backend exited with code 3\n"
+    )
+    with pytest.raises(StackStartError, match="service 'backend' exited with code 3"):
+        ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner).start()
+
+
+def test_an_up_that_times_out_is_diagnosed_too(compose_file: Path) -> None:
+    def hang(args: list[str]) -> Response:
+        raise subprocess.TimeoutExpired(args, 900.0, output=b"", stderr=b"still waiting")
+
+    runner = FakeDocker([ps_entry("cache", health="starting")]).on("compose", "up", do=hang)
+    with pytest.raises(StackStartError) as caught:
+        ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner).start()
+    assert "did not become healthy within 900 s" in str(caught.value)
+    assert "service 'cache' is still starting" in str(caught.value)
+
+
+def test_an_invalid_compose_file_is_named_with_composes_message(compose_file: Path) -> None:
+    said = "validating docker-compose.yml: services.web Additional property colour is not allowed"
+    runner = FakeDocker().on("compose", "config", "--quiet", rc=15, err=said + "\n")
+    with pytest.raises(StackStartError) as caught:
+        ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner).start()
+    message = str(caught.value)
+    assert f"compose file {compose_file} is invalid" in message
+    assert said in message
+    assert not runner.ran("compose", "up")
+
+
+def test_a_missing_compose_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yml"
+    with pytest.raises(StackStartError, match=f"compose file not found: {missing}"):
+        ComposeTarget(missing, "apexrun-1-abcdef", runner=FakeDocker()).start()
+
+
+def test_docker_not_installed_says_what_to_do(
+    compose_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real runner with an empty PATH: `docker` cannot be found (FileNotFoundError).
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=SubprocessRunner())
+    with pytest.raises(DockerUnavailable) as caught:
+        target.start()
+    message = str(caught.value)
+    assert "'docker' is not installed or not on PATH" in message
+    assert "Compose v2" in message
+    assert "--apex-url" in message
+
+
+def test_the_runner_tells_a_missing_directory_from_a_missing_program(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        SubprocessRunner()([sys.executable, "-c", "pass"], cwd=str(tmp_path / "gone"))
+
+
+def test_an_engine_that_is_down_says_what_to_do(compose_file: Path) -> None:
+    said = (
+        "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+        "Is the docker daemon running?"
+    )
+    runner = FakeDocker().on("docker", "version", rc=1, err=said)
+    with pytest.raises(DockerUnavailable) as caught:
+        ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner).start()
+    message = str(caught.value)
+    assert "the Docker engine is not reachable" in message
+    assert said in message
+    assert "Start it" in message
+    assert "--apex-url" in message
+
+
+def test_no_permission_on_the_socket_points_at_the_docker_group(compose_file: Path) -> None:
+    said = "permission denied while trying to connect to the Docker daemon socket"
+    runner = FakeDocker().on("docker", "version", rc=1, err=said)
+    with pytest.raises(DockerUnavailable, match="`docker` group"):
+        ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner).check_engine()
+
+
+def test_a_missing_compose_plugin_says_so(compose_file: Path) -> None:
+    runner = FakeDocker().on("compose", "version", rc=1, err="'compose' is not a docker command")
+    with pytest.raises(DockerUnavailable, match="Compose v2 plugin is missing"):
+        ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner).check_engine()
+
+
+# --- endpoints --------------------------------------------------------------------------------
+
+PS_ENTRIES = [
+    ps_entry("backend", publishers=[published(8000, 49153)]),
+    ps_entry("postgres", publishers=[published(5432, 49155)]),
+    ps_entry("redis", publishers=[published(6379, 49154)]),
+    # A wildcard bind is listed for IPv4 and IPv6; reached on loopback.
+    ps_entry(
+        "frontend", publishers=[published(3000, 49156, "::"), published(3000, 49156, "0.0.0.0")]
+    ),
+    ps_entry("worker", publishers=[{"URL": "", "TargetPort": 9000, "PublishedPort": 0}]),
+    ps_entry("migrate", publishers=[]),
+]
+EXPECTED_ENDPOINTS = {
+    "backend": "http://127.0.0.1:49153",
+    "postgres": "postgresql://127.0.0.1:49155",
+    "redis": "redis://127.0.0.1:49154",
+    "frontend": "http://127.0.0.1:49156",
+}
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        pytest.param("\n".join(json.dumps(e) for e in PS_ENTRIES) + "\n", id="object-per-line"),
+        pytest.param(json.dumps(PS_ENTRIES) + "\n", id="array"),
+        pytest.param(
+            "WARN[0000] a stray warning\n" + "\n".join(json.dumps(e) for e in PS_ENTRIES),
+            id="with-noise",
+        ),
+    ],
+)
+def test_endpoints_from_compose_ps_json(compose_file: Path, output: str) -> None:
+    runner = FakeDocker().on("compose", "ps", out=output)
+    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner)
+    assert target.endpoints() == EXPECTED_ENDPOINTS
+    assert target.endpoints() == EXPECTED_ENDPOINTS
+    assert len(runner.ran("compose", "ps")) == 1  # cached
+
+
+def test_endpoints_of_an_ipv6_only_bind_are_bracketed() -> None:
+    entry = ps_entry("backend", publishers=[published(8000, 40000, "::1")])
+    assert _endpoints_of([entry]) == {"backend": "http://[::1]:40000"}
+
+
+def test_parse_ps_of_nothing_is_empty() -> None:
+    assert _parse_ps("") == []
+    assert _parse_ps("[]\n") == []
+
+
+# --- TargetSession ----------------------------------------------------------------------------
+
+
+def test_a_second_worker_does_not_start_the_stack_again(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker(HEALTHY)
+    session = controller(compose_file, runner)
+    first = worker_of(session, runner).acquire()
+    second = worker_of(session, runner).acquire()
+    again = worker_of(session, runner).acquire()
+    assert len(runner.ran("compose", "up")) == 1
+    assert first.name == second.name == again.name == f"compose:{session.project}"
+    assert second.endpoints()["backend"] == "http://127.0.0.1:49153"
+    # Every worker's session names the controller's project (so the pid is the controller's).
+    assert session.project.startswith(f"apexrun-{os.getpid()}-")
+
+
+def test_finish_tears_down_a_started_stack(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker(HEALTHY)
+    progress = Lines()
+    session = controller(compose_file, runner, progress)
+    worker_of(session, runner).acquire()  # started by a worker, torn down by the controller
+    assert session.state_dir.is_dir()
+    session.finish()
+    (down,) = runner.ran("compose", "down")
+    assert down[:4] == ["docker", "compose", "--project-name", session.project]
+    assert {"--volumes", "--remove-orphans"} <= set(down)
+    assert runner.ran(
+        "docker", "ps", "--all", "--quiet", f"label=com.docker.compose.project={session.project}"
+    )
+    assert f"stack {session.project} removed" in progress.text
+    assert not session.state_dir.exists()
+
+
+def test_finish_does_nothing_when_no_test_used_the_stack(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker(HEALTHY)
+    session = controller(compose_file, runner)
+    session.finish()
+    assert runner.calls == []
+
+
+def test_workers_never_tear_down(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker(HEALTHY)
+    session = controller(compose_file, runner)
+    worker = worker_of(session, runner)
+    worker.acquire()
+    worker.finish()
+    assert not runner.ran("compose", "down")
+
+
+def test_keep_leaves_the_stack_and_says_how_to_reach_and_stop_it(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker(HEALTHY)
+    progress = Lines()
+    session = controller(compose_file, runner, progress, keep=True)
+    assert session.project.startswith("apexkeep-")
+    session.acquire()
+    session.finish()
+    assert not runner.ran("compose", "down")
+    text = progress.text
+    assert f"stack {session.project} kept running" in text
+    assert "http://127.0.0.1:49153" in text
+    assert "redis://127.0.0.1:49154" in text
+    assert f"docker compose -p {session.project} down --volumes" in text
+    assert "--apex-reuse" in text
+
+
+def test_reuse_attaches_to_a_kept_stack_and_leaves_it_running(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    kept = "apexkeep-6553f100-aaaa"
+    listing = [{"Name": kept, "Status": "running(2)", "ConfigFiles": str(compose_file)}]
+    runner = FakeDocker(HEALTHY).on("compose", "ls", out=json.dumps(listing))
+    progress = Lines()
+    session = controller(compose_file, runner, progress, reuse=True)
+    target = worker_of(session, runner).acquire()
+    assert target.name == f"compose:{kept}"
+    assert not runner.ran("compose", "up")
+    session.finish()
+    assert not runner.ran("compose", "down")
+    assert f"docker compose -p {kept} down --volumes" in progress.text
+
+
+def test_reuse_without_a_kept_stack_starts_one(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker(HEALTHY)
+    progress = Lines()
+    session = controller(compose_file, runner, progress, reuse=True)
+    assert session.acquire().name == f"compose:{session.project}"
+    assert len(runner.ran("compose", "up")) == 1
+    assert "no running kept stack to reuse" in progress.text
+
+
+def test_an_interrupted_start_is_still_torn_down(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    def interrupted(args: list[str]) -> Response:
+        raise KeyboardInterrupt
+
+    runner = FakeDocker(HEALTHY).on("compose", "up", do=interrupted)
+    session = controller(compose_file, runner)
+    with pytest.raises(KeyboardInterrupt):
+        session.acquire()
+    state = json.loads((session.state_dir / "state.json").read_text())
+    assert state["status"] == "starting"
+    # Another worker of the same run does not try again, and says why.
+    with pytest.raises(StackStartError, match="was interrupted"):
+        worker_of(session, runner).acquire()
+    session.finish()
+    (down,) = runner.ran("compose", "down")
+    assert session.project in down
+
+
+def test_a_failed_start_is_removed_at_once_and_reported_to_every_worker(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    session = controller(compose_file, FakeDocker())
+    runner = _failing_stack(session.project)
+    session.runner = runner
+    with pytest.raises(StackStartError) as first:
+        worker_of(session, runner).acquire()
+    assert len(runner.ran("compose", "down")) == 1  # removed right away
+    with pytest.raises(StackStartError) as second:
+        worker_of(session, runner).acquire()
+    assert len(runner.ran("compose", "up")) == 1  # and not retried
+    assert str(second.value) == str(first.value)
+    assert "service 'cache' is unhealthy" in str(second.value)
+    session.finish()  # nothing left to remove: no second `down`
+    assert len(runner.ran("compose", "down")) == 1
+
+
+def test_a_failed_start_is_torn_down_even_with_keep(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    session = controller(compose_file, FakeDocker(), keep=True)
+    runner = _failing_stack(session.project)
+    session.runner = runner
+    with pytest.raises(StackStartError):
+        session.acquire()
+    assert runner.ran("compose", "--project-name", session.project, "down")
+
+
+def test_docker_unavailable_reaches_every_worker_as_itself(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker().on("docker", "version", rc=1, err="Cannot connect to the Docker daemon")
+    session = controller(compose_file, runner)
+    with pytest.raises(DockerUnavailable) as first:
+        session.acquire()
+    with pytest.raises(DockerUnavailable) as second:
+        worker_of(session, runner).acquire()
+    assert str(first.value) == str(second.value)
+    assert len(runner.ran("docker", "version")) == 1
+    session.finish()  # a stack that never existed: no teardown, no error
+    assert not runner.ran("compose", "down")
+
+
+def test_a_start_reaps_stale_stacks_first(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker(HEALTHY).on(
+        "compose", "ls", out=_ls(f"apexrun-{DEAD_PID}-a1b2c3", "apexkeep-6553f100-aaaa")
+    )
+    session = controller(compose_file, runner)
+    session.acquire()
+    downs = runner.ran("compose", "down")
+    assert [d[3] for d in downs] == [f"apexrun-{DEAD_PID}-a1b2c3"]
+    first_up = runner.calls.index(runner.ran("compose", "up")[0])
+    assert runner.calls.index(downs[0]) < first_up
+
+
+def test_the_fault_switches_reach_compose(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker(HEALTHY)
+    controller(compose_file, runner, faults=("slow_redis", "leak")).acquire()
+    up_index = runner.calls.index(runner.ran("compose", "up")[0])
+    assert runner.envs[up_index]["APEX_FAULTS"] == "slow_redis,leak"
+
+
+def test_finish_removes_containers_that_outlive_down(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    # A container whose create was in flight when `up` was killed shows up after `down`.
+    leftovers = iter(["c0ffee\n", ""])
+    runner = FakeDocker(HEALTHY).on(
+        "docker", "ps", "--all", "--quiet", do=lambda args: _done(args, 0, next(leftovers, ""))
+    )
+    session = controller(compose_file, runner)
+    session.acquire()
+    session.finish()
+    downs = runner.ran("compose", "down")
+    assert len(downs) == 2
+    assert "-f" not in downs[1]  # the second one by project name only
+
+
+def test_finish_never_raises_and_says_how_to_clean_up(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    def engine_gone(args: list[str]) -> Response:
+        raise DockerUnavailable("the engine went away")
+
+    runner = FakeDocker(HEALTHY)
+    progress = Lines()
+    session = controller(compose_file, runner, progress)
+    session.acquire()
+    runner.on("compose", "down", do=engine_gone)
+    session.finish()
+    assert "the engine went away" in progress.text
+    assert f"docker compose -p {session.project} down --volumes" in progress.text
+
+
+def test_a_second_signal_does_not_cut_the_teardown_short(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers live in the main thread")
+
+    def impatient(args: list[str]) -> Response:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C again while `down` runs
+        os.kill(os.getpid(), signal.SIGTERM)
+        _await(lambda: len(progress.lines) >= 2 and "please wait" in progress.lines[-1])
+        return _done(args)
+
+    runner = FakeDocker(HEALTHY)
+    progress = Lines()
+    session = controller(compose_file, runner, progress)
+    session.acquire()
+    runner.on("compose", "down", do=impatient)
+    session.finish()  # no KeyboardInterrupt
+    assert "please wait" in progress.text
+    assert f"stack {session.project} removed" in progress.text
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigterm_becomes_keyboard_interrupt_until_finish(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers live in the main thread")
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    session = controller(compose_file, FakeDocker(HEALTHY))
+    with pytest.raises(KeyboardInterrupt):
+        _terminate_me()
+    session.finish()
+    # Put back, so an in-process run (pytester) leaves the host process as it was.
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_someone_elses_sigterm_handler_is_left_alone(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers live in the main thread")
+
+    def theirs(signum: int, frame: object) -> None:
+        pass
+
+    signal.signal(signal.SIGTERM, theirs)
+    controller(compose_file, FakeDocker(HEALTHY)).finish()
+    assert signal.getsignal(signal.SIGTERM) is theirs
+
+
+def test_an_external_target_needs_no_docker(state_root: Path, sigterm_restored: None) -> None:
+    runner = FakeDocker()
+    session = TargetSession.for_controller(
+        ApexSettings(urls={"backend": "https://staging.example/"}), runner=runner
+    )
+    target = session.acquire()
+    assert target.endpoints() == {"backend": "https://staging.example"}
+    assert target.containers() == []
+    session.finish()
+    assert runner.calls == []
+
+
+# --- progress -------------------------------------------------------------------------------
+
+
+def test_bring_up_reports_each_state_change_and_a_still_waiting_line(
+    compose_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compose, "_POLL_INTERVAL_S", 0.01)
+    monkeypatch.setattr(compose, "_STILL_WAITING_EVERY_S", 0.2)
+    states = [
+        [],
+        [ps_entry("cache", health="starting")],
+        [ps_entry("cache", health="healthy"), ps_entry("web", state="created", health="")],
+        [ps_entry("cache", health="healthy"), ps_entry("web", health="starting")],
+    ]
+    final = [ps_entry("cache", health="healthy"), ps_entry("web", health="healthy")]
+    polls = 0
+    progress = Lines()
+
+    def ps(args: list[str]) -> Response:
+        nonlocal polls
+        polls += 1
+        current = states[min(polls - 1, len(states) - 1)]
+        if released.is_set():
+            current = final
+        return _done(args, 0, "\n".join(json.dumps(e) for e in current))
+
+    released = threading.Event()
+
+    def up(args: list[str]) -> Response:
+        # `up --wait` blocks until the watcher saw every step and said it is still waiting.
+        _await(lambda: polls > len(states) and "still waiting" in progress.text)
+        released.set()
+        return _done(args)
+
+    runner = FakeDocker().on("compose", "ps", do=ps).on("compose", "up", do=up)
+    ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner, progress=progress).up()
+    text = progress.text
+    for change in (
+        "cache: new -> starting",
+        "cache: starting -> healthy",
+        "web: new -> created",
+        "web: created -> starting",
+        "web: starting -> healthy",  # reported after `up` returned
+    ):
+        assert change in text
+    assert "still waiting" in text
+    assert "waiting for web (starting)" in text
+    assert progress.lines[-1].startswith("stack apexrun-1-abcdef healthy in")
+
+
+def test_a_broken_progress_callback_does_not_break_the_bring_up(
+    compose_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compose, "_POLL_INTERVAL_S", 0.01)
+    calls = 0
+
+    def broken(line: str) -> None:
+        nonlocal calls
+        calls += 1
+        if line.startswith("  "):
+            raise OSError("terminal gone")
+
+    def up(args: list[str]) -> Response:
+        _await(lambda: calls >= 2)
+        return _done(args)
+
+    runner = FakeDocker(HEALTHY).on("compose", "up", do=up)
+    ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner, progress=broken).up()
+
+
+# --- diagnosis rendering and the apex_target fixture -----------------------------------------
+
+
+def test_diagnosis_render_names_state_output_and_logs() -> None:
+    diagnosis = ServiceDiagnosis("auth", "running", "unhealthy", "exit 7: curl failed", "boom\n")
+    assert diagnosis.render().splitlines() == [
+        "service 'auth' is unhealthy",
+        "  last health-check output:",
+        "    exit 7: curl failed",
+        "  last log lines:",
+        "    boom",
+    ]
+
+
+FAILING_SESSION = """
+from pytest_apex.targets.errors import ServiceDiagnosis, StackStartError
+
+class FailingSession:
+    def workerinput(self):
+        return {}
+
+    def acquire(self):
+        raise StackStartError(
+            "stack apexrun-1-abcdef (/x.yml) did not become healthy",
+            [ServiceDiagnosis("cache", "running", "unhealthy", "exit 1: probe-says-no",
+                              "cache log line\\npassword=hunter2\\n")],
+            " Container x  Started\\ncontainer apexrun-1-abcdef-cache-1 is unhealthy\\n",
+        )
+
+    def describe(self):
+        return {"target": "compose:apexrun-1-abcdef"}
+
+    def finish(self):
+        pass
+
+def pytest_apex_target_session(settings, config):
+    return FailingSession()
+"""
+
+
+def test_a_stack_failure_errors_the_test_and_goes_into_allure(tmp_path: Path) -> None:
+    # Its own process: allure-pytest's listeners are process-wide (see conftest.run_projects).
+    (tmp_path / "conftest.py").write_text(FAILING_SESSION, encoding="utf-8")
+    (tmp_path / "test_it.py").write_text(
+        textwrap.dedent(
+            """
+            def test_one(apex_endpoints):
+                pass
+
+            def test_two(apex_target):
+                pass
+            """
+        ),
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--alluredir", "allure"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "2 errors" in result.stdout
+    assert "stack failure: stack apexrun-1-abcdef (/x.yml) did not become healthy" in result.stdout
+    assert "service 'cache' is unhealthy" in result.stdout
+    assert "During handling of the above exception" not in result.stdout
+    attachments = {}
+    for path in (tmp_path / "allure").glob("*-attachment*"):
+        attachments[path.name] = path.read_text(encoding="utf-8")
+    texts = "\n".join(attachments.values())
+    assert "exit 1: probe-says-no" in texts
+    assert "cache log line" in texts
+    assert "container apexrun-1-abcdef-cache-1 is unhealthy" in texts
+    assert "hunter2" not in texts  # attachments are redacted
+    containers = [
+        json.loads(p.read_text(encoding="utf-8"))
+        for p in (tmp_path / "allure").glob("*-container.json")
+    ]
+    names = {
+        a["name"]
+        for c in containers
+        for b in c.get("befores", [])
+        for a in b.get("attachments", [])
+    }
+    assert {"stack failure", "docker compose output"} <= names
+
+
+def _terminate_me() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    _await(lambda: False, timeout=5.0)  # the handler raises within a few bytecodes
+
+
+def _await(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition with a deadline (the fakes' stand-in for real time passing)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.01)

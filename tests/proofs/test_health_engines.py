@@ -1,0 +1,126 @@
+"""The health engines on plain values: what they count as pass, fail and "not reported".
+
+No stack needed; these pin the judgements the suite's criteria rest on (a missing
+dependency check fails, a setting the backend does not report fails, `*` counts as allowing
+an origin), so a refactor cannot quietly turn a failure into a pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pytest_apex.health.config import PromisedConfig, backend_config_in_effect, compare
+from pytest_apex.health.http_posture import CorsAnswer, foreign_origins, security_header_problems
+from pytest_apex.health.metrics import missing_series
+from pytest_apex.health.probes import HealthProbe
+
+
+def _ready(checks: dict[str, list[dict[str, str]]], code: int = 200) -> HealthProbe:
+    status = "fail" if code >= 500 else "pass"
+    return HealthProbe(
+        "http://x/health/ready",
+        code,
+        "application/health+json",
+        0.01,
+        {"status": status, "checks": checks},
+    )
+
+
+def test_dependency_status_is_the_worst_check_and_missing_when_unreported() -> None:
+    probe = _ready(
+        {
+            "postgres:responseTime": [{"status": "pass"}],
+            "postgres:connections": [{"status": "fail", "output": "pool exhausted"}],
+            "redis:responseTime": [{"status": "pass"}],
+        },
+        code=503,
+    )
+    assert probe.dependency_status("postgres") == "fail"
+    assert probe.dependency_status("redis") == "pass"
+    assert probe.dependency_status("kafka") == ""  # not reported: the suite fails it
+    assert not probe.ok
+    assert "postgres:connections failed (pool exhausted)" in probe.describe_failure()
+
+
+def test_health_json_conformance_names_what_is_wrong() -> None:
+    plain = HealthProbe("http://x/health", 200, "application/json", 0.01, {"status": "ok"})
+    assert not plain.follows_health_json
+    problem = plain.describe_conformance()
+    assert "Content-Type application/json" in problem
+    assert "'ok'" in problem
+    assert _ready({}).describe_conformance() == ""
+
+
+def test_config_in_effect_flattens_the_backend_answer() -> None:
+    body = {
+        "database": {
+            "pool_min_size": 20,
+            "pool_max_size": 50,
+            "acquire_timeout_seconds": 30.0,
+            "recycle_seconds": 1800.0,
+        },
+        "websocket": {"heartbeat_seconds": 30, "max_message_bytes": 4096},
+        "isolation": {"request_isolation": False},
+        "http": {"cors_allowed_origin": "http://localhost:3000"},
+    }
+    results = {
+        c.name: c
+        for c in compare(PromisedConfig().backend_settings(), backend_config_in_effect(body))
+    }
+    assert results["db_max_overflow"].as_numbers() == (30, 30)
+    assert results["db_pool_timeout_s"].as_numbers() == (30, 30)
+    assert results["ws_max_message_bytes"].as_numbers() == (4096, 8192)
+    assert results["request_isolation"].as_numbers() == (0, 1)
+    assert results["cors_allowed_origin"].as_numbers() == (1, 1)
+    observed, threshold = results["ws_rate_limit_per_minute"].as_numbers()  # not reported
+    assert math.isnan(observed)
+    assert threshold == 100
+    assert "not reported" in results["ws_rate_limit_per_minute"].describe()
+
+
+def test_promised_config_defaults_are_the_reports_values() -> None:
+    promised = PromisedConfig()
+    assert (promised.db_pool_size, promised.db_max_overflow) == (20, 30)
+    assert (promised.db_pool_timeout_s, promised.db_pool_recycle_s) == (30, 1800)
+    assert (promised.ws_heartbeat_s, promised.ws_connection_timeout_s) == (30, 900)
+    assert promised.redis_maxmemory_policy == "allkeys-lru"
+    assert not any(name.startswith("redis_") for name in promised.backend_settings())
+
+
+@pytest.mark.parametrize(
+    ("allow_origin", "allowed"),
+    [("https://evil.example", True), ("*", True), (None, False), ("http://localhost:3000", False)],
+)
+def test_cors_answer_counts_a_wildcard_as_allowing(allow_origin: str | None, allowed: bool) -> None:
+    assert CorsAnswer("https://evil.example", "GET", 200, allow_origin).allowed is allowed
+
+
+def test_foreign_origins_include_look_alikes_of_the_allowed_one() -> None:
+    origins = foreign_origins("http://localhost:3000")
+    assert "http://localhost:3000" not in origins
+    assert {"null", "http://localhost:3000.evil.example", "https://localhost:3000"} <= set(origins)
+
+
+def test_security_header_problems() -> None:
+    assert (
+        security_header_problems({"X-Content-Type-Options": "nosniff", "X-Frame-Options": "deny"})
+        == []
+    )
+    assert security_header_problems({"x-frame-options": "SAMEORIGIN"}) == [
+        "x-content-type-options missing",
+        "x-frame-options is 'SAMEORIGIN', not 'DENY'",
+    ]
+
+
+def test_missing_series_needs_a_sample_not_just_a_type_line() -> None:
+    text = (
+        "# TYPE apex_ws_connections gauge\n"
+        "# TYPE apex_db_pool_size gauge\n"
+        "apex_db_pool_size 20.0\n"
+        'apex_http_requests_total{route="/health",status="200"} 3.0\n'
+    )
+    assert missing_series(
+        text, ["apex_ws_connections", "apex_db_pool_size", "apex_http_requests_total"]
+    ) == ["apex_ws_connections"]
