@@ -323,6 +323,7 @@ class TargetSession:
                     return state
                 self.progress("no running kept stack to reuse; starting a new one")
             reap_stale(self.runner, self.progress, self.pid_alive, cwd=self.state_dir)
+            self._remove_stale_state_dirs()
             target.validate()
         except (DockerUnavailable, StackStartError) as exc:
             self._record_failure(exc)
@@ -344,6 +345,13 @@ class TargetSession:
         state = _State("up", self.project)
         state.write(self._state_file)
         return state
+
+    def _remove_stale_state_dirs(self) -> None:
+        """State directories of crashed runs (next to ours, by the same naming rule)."""
+        for path in self.state_dir.parent.glob(f"{RUN_PREFIX}-*"):
+            match = _RUN_NAME.match(path.name)
+            if match and path != self.state_dir and not self.pid_alive(int(match.group(1))):
+                shutil.rmtree(path, ignore_errors=True)
 
     def _record_failure(self, exc: Exception) -> None:
         _State("failed", self.project, error=str(exc), error_kind=type(exc).__name__).write(

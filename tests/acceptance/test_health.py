@@ -3,7 +3,7 @@
 The staging report's original health script only sent `GET /health` to three ports. Each
 test here is one line of what the report promised instead: probe the running deployment,
 turn what was seen into criteria (`apex_criteria`), fail naming every criterion that did not
-hold. Expected values come from overridable fixtures (tests/acceptance/conftest.py), never
+hold. Expected values come from overridable fixtures (pytest_apex/health/fixtures.py), never
 from the files under test. Checks that need container access skip on external targets.
 """
 

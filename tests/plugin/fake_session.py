@@ -44,6 +44,9 @@ class FakeTarget:
     def logs(self, service: str, tail: int = 200) -> str:
         return f"{service} ready\nAuthorization: Bearer sekrit-token-1234567890\n"
 
+    def environment(self, service: str) -> dict[str, str]:
+        return {}
+
     def stop(self) -> None:
         _event(event="stop")
 

@@ -667,6 +667,22 @@ def test_a_start_reaps_stale_stacks_first(
     assert runner.calls.index(downs[0]) < first_up
 
 
+def test_a_start_removes_state_dirs_of_crashed_runs(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    parent = state_root / "pytest-apex"
+    crashed = parent / f"apexrun-{DEAD_PID}-a1b2c3"
+    running = parent / f"apexrun-{LIVE_PID}-d4e5f6"
+    kept = parent / "apexkeep-6553f100-aaaa"
+    for path in (crashed, running, kept):
+        path.mkdir(parents=True)
+        (path / "lock").touch()
+    controller(compose_file, FakeDocker(HEALTHY)).acquire()
+    assert not crashed.exists()
+    assert running.exists()
+    assert kept.exists()
+
+
 def test_the_fault_switches_reach_compose(
     compose_file: Path, state_root: Path, sigterm_restored: None
 ) -> None:
