@@ -256,9 +256,16 @@ class TargetSession:
 
     def describe(self) -> dict[str, str]:
         info = {"target": "external" if self.settings.is_external else f"compose:{self.project}"}
-        if isinstance(self._target, ComposeTarget):
-            info["target"] = self._target.name  # the reused stack's name, when reused
-            info.update({f"image.{s}": i[:19] for s, i in self._target.image_ids().items()})
+        target = self._target
+        if target is None and not self.settings.is_external:
+            # Under xdist the controller never acquires; the state file says what a worker
+            # started (or reused), so the report still names the stack and its images.
+            state = _State.read(self._state_file)
+            if state is not None and state.status == "up":
+                target = self._compose_target(state.project)
+        if isinstance(target, ComposeTarget):
+            info["target"] = target.name  # the reused stack's name, when reused
+            info.update({f"image.{s}": i[:19] for s, i in target.image_ids().items()})
         return info
 
     def finish(self) -> None:

@@ -3,9 +3,12 @@ the readiness check and the dependency, when the backend reports PostgreSQL unre
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 import pytest
 
-from tests.conftest import FaultStack
+from tests.conftest import COMPOSE_FILE, FaultStack
 from tests.proofs.conftest import HEALTH_SUITE, failed_criteria, run_suite
 
 pytestmark = pytest.mark.xdist_group("fault-stack")
@@ -44,3 +47,66 @@ def test_health_suite_fails_on_unready_db_naming_readiness_and_postgres(
     result.stdout.fnmatch_lines(
         ["*health backend.readiness.postgres 0 != 1: postgres check fail*postgres:responseTime*"]
     )
+
+
+@pytest.mark.integration
+def test_health_suite_passes_in_full_on_a_compose_target_with_one_stack_for_four_workers(
+    pytester: pytest.Pytester,
+) -> None:
+    """The whole suite, container checks included, as a user runs it: `pytest -n 4 -m health`
+    against the reference compose file. Exactly one compose project is created for the four
+    workers, the Allure environment names its images, and nothing is left running."""
+    since = str(int(time.time()))
+    allure_dir = pytester.path / "allure-results"
+    result, report = run_suite(
+        pytester,
+        HEALTH_SUITE,
+        {},
+        ["-m", "health", "-n", "4", f"--apex-stack={COMPOSE_FILE}", f"--alluredir={allure_dir}"],
+    )
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert report["verdict"] == "pass", failed_criteria(report)
+    names = {c["name"] for c in report["criteria"]}
+    for service in ("postgres", "redis", "auth", "backend", "frontend"):
+        assert {f"{service}.non_root", f"{service}.compose_health"} <= names, service
+
+    project = report["target"].removeprefix("compose:")
+    created = subprocess.run(
+        [
+            "docker",
+            "events",
+            "--since",
+            since,
+            "--until",
+            str(int(time.time()) + 1),
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=create",
+            "--format",
+            '{{index .Actor.Attributes "com.docker.compose.project"}}',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    # Projects are named apexrun-<controller pid>-<id>: any other project with this run's pid
+    # would be a second stack of the same run (other tests' stacks carry other pids).
+    run_pid = project.split("-")[1]
+    same_run = {p for p in created if p.startswith(f"apexrun-{run_pid}-")}
+    assert same_run == {project}, f"the run created {sorted(same_run)}"
+    assert created.count(project) == 5, created  # one container per service, created once
+
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert not left, f"containers of {project} left after the run: {left}"
+
+    environment = (allure_dir / "environment.properties").read_text()
+    assert f"target=compose:{project}" in environment
+    assert "image.backend=sha256:" in environment, environment
