@@ -4,7 +4,6 @@ the readiness check and the dependency, when the backend reports PostgreSQL unre
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
@@ -56,29 +55,13 @@ def test_health_suite_passes_in_full_on_a_compose_target_with_one_stack_for_four
     """The whole suite, container checks included, as a user runs it: `pytest -n 4 -m health`
     against the reference compose file. Exactly one compose project is created for the four
     workers, the Allure environment names its images, and nothing is left running."""
-    since = str(int(time.time()))
     allure_dir = pytester.path / "allure-results"
-    result, report = run_suite(
-        pytester,
-        HEALTH_SUITE,
-        {},
-        ["-m", "health", "-n", "4", f"--apex-stack={COMPOSE_FILE}", f"--alluredir={allure_dir}"],
-    )
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-    assert report["verdict"] == "pass", failed_criteria(report)
-    names = {c["name"] for c in report["criteria"]}
-    for service in ("postgres", "redis", "auth", "backend", "frontend"):
-        assert {f"{service}.non_root", f"{service}.compose_health"} <= names, service
-
-    project = report["target"].removeprefix("compose:")
-    created = subprocess.run(
+    # Streamed live: the engine keeps only the last few hundred events, and health checks
+    # every second push container creations out of `docker events --since` within seconds.
+    watcher = subprocess.Popen(
         [
             "docker",
             "events",
-            "--since",
-            since,
-            "--until",
-            str(int(time.time()) + 1),
             "--filter",
             "type=container",
             "--filter",
@@ -86,16 +69,38 @@ def test_health_suite_passes_in_full_on_a_compose_target_with_one_stack_for_four
             "--format",
             '{{index .Actor.Attributes "com.docker.compose.project"}}',
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
-        timeout=60,
-    ).stdout.split()
+    )
+    try:
+        result, report = run_suite(
+            pytester,
+            HEALTH_SUITE,
+            {},
+            [
+                "-m",
+                "health",
+                "-n",
+                "4",
+                f"--apex-stack={COMPOSE_FILE}",
+                f"--alluredir={allure_dir}",
+            ],
+        )
+    finally:
+        watcher.terminate()
+        created = watcher.communicate(timeout=30)[0].split()
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert report["verdict"] == "pass", failed_criteria(report)
+    names = {c["name"] for c in report["criteria"]}
+    for service in ("postgres", "redis", "auth", "backend", "frontend"):
+        assert {f"{service}.non_root", f"{service}.compose_health"} <= names, service
+
+    project = report["target"].removeprefix("compose:")
     # Projects are named apexrun-<controller pid>-<id>: any other project with this run's pid
     # would be a second stack of the same run (other tests' stacks carry other pids).
     run_pid = project.split("-")[1]
     same_run = {p for p in created if p.startswith(f"apexrun-{run_pid}-")}
-    assert same_run == {project}, f"the run created {sorted(same_run)}"
+    assert same_run == {project}, f"the run created {sorted(same_run)}; events: {created}"
     assert created.count(project) == 5, created  # one container per service, created once
 
     left = subprocess.run(
