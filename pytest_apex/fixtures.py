@@ -17,7 +17,7 @@ import pytest
 
 from pytest_apex._stash import target_session_key
 from pytest_apex.adapters.apex import ApexAdapter
-from pytest_apex.adapters.base import AppAdapter, UserSession
+from pytest_apex.adapters.base import AgentRun, AppAdapter, UserSession
 from pytest_apex.reporting import allure as allure_report
 from pytest_apex.targets.base import ContainerInfo, Target
 from pytest_apex.targets.errors import DockerUnavailable, StackStartError
@@ -86,6 +86,7 @@ async def apex_adapter(apex_endpoints: dict[str, str]) -> AsyncIterator[AppAdapt
 
 
 UserFactory = Callable[[int], Awaitable[list[UserSession]]]
+AgentRunner = Callable[[UserSession, str, str, float], Awaitable[AgentRun]]
 
 
 @pytest.fixture
@@ -132,3 +133,17 @@ def apex_redis_url(apex_endpoints: dict[str, str]) -> str:
     if not url:
         pytest.skip("no redis endpoint (give --apex-url redis=redis://...)")
     return url
+
+
+@pytest.fixture
+def apex_run_agent() -> AgentRunner:
+    """The agent-run action: `await apex_run_agent(user, thread_id, text, timeout)`.
+
+    Suites run the agent only through this, so a team can redefine what one run is for its
+    app (another channel, extra steps) without writing a whole adapter.
+    """
+
+    async def run(session: UserSession, thread_id: str, text: str, timeout: float) -> AgentRun:
+        return await session.run_agent(thread_id, text, timeout)
+
+    return run

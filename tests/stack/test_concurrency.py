@@ -14,7 +14,9 @@ USERS = 150
 RUN_TIMEOUT_S = 60.0
 
 
-async def test_150_simultaneous_agent_runs_all_succeed_in_isolation(apex_users, pytestconfig):
+async def test_150_simultaneous_agent_runs_all_succeed_in_isolation(
+    apex_users, apex_run_agent, pytestconfig
+):
     sessions: list[UserSession] = await apex_users(USERS)
     threads = await asyncio.gather(*(s.create_thread("concurrency") for s in sessions))
     await asyncio.gather(*(s.connect() for s in sessions))  # sockets open before the start
@@ -22,7 +24,9 @@ async def test_150_simultaneous_agent_runs_all_succeed_in_isolation(apex_users, 
 
     async def one(session: UserSession, thread_id: str) -> AgentRun:
         await start.wait()
-        return await session.run_agent(thread_id, f"request of {session.email}", RUN_TIMEOUT_S)
+        return await apex_run_agent(
+            session, thread_id, f"request of {session.email}", RUN_TIMEOUT_S
+        )
 
     tasks = [asyncio.create_task(one(s, t["id"])) for s, t in zip(sessions, threads, strict=True)]
     start.set()

@@ -13,6 +13,7 @@ import websockets
 from websockets.sync.client import connect
 
 from pytest_apex.adapters.apex import jwt_subprotocol, ws_url
+from pytest_apex.health.metrics import REQUIRED_SERIES, missing_series
 from tests.conftest import read_env_file
 from tests.stack.conftest import User
 
@@ -251,17 +252,7 @@ class TestHealthAndIntrospection:
 
     def test_metrics_expose_the_series_the_suites_use(self, http, apex_endpoints):
         text = http.get(apex_endpoints["backend"] + "/metrics").text
-        for series in (
-            "apex_ws_connections",
-            "apex_execution_contexts_live",
-            "apex_agent_runs_started_total",
-            "apex_agent_runs_completed_total",
-            "apex_agent_runs_failed_total",
-            "apex_db_pool_in_use",
-            "apex_db_pool_size",
-            "apex_process_resident_memory_bytes",
-        ):
-            assert f"\n{series}" in text or text.startswith(series), series
+        assert not missing_series(text, REQUIRED_SERIES)
 
     def test_security_headers_and_cors(self, http, apex_endpoints):
         env = read_env_file()
