@@ -13,10 +13,10 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Page, sync_playwright
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 DEFAULT_CHROMIUM: Final = "/usr/bin/chromium"
 CHROMIUM_ENV: Final = "APEX_CHROMIUM"  # another browser binary, e.g. on a developer's Mac
@@ -109,6 +109,13 @@ def chat_round_trip(
     Raises `BrowserUnavailable` when there is no browser; every other problem is recorded
     in the result (with a screenshot of the page as it was) for the suite to judge.
     """
+    try:  # the `browser` extra; imported here so the rest of the health suite needs none
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        raise BrowserUnavailable(
+            "the browser check needs Playwright: pip install 'pytest-apex[browser]'"
+        ) from exc
     executable = executable_path or chromium_path()
     url = frontend_url.rstrip("/") + "/"
     result = ChatRoundTrip(url=url)
@@ -171,6 +178,8 @@ def _drive(page: Page, result: ChatRoundTrip, email: str, message: str, deadline
 def _collect(page: Page, result: ChatRoundTrip) -> None:
     # Whatever happened, keep what the page shows: the events listed, its error banner and
     # a screenshot, so a failure can be read without re-running it.
+    from playwright.sync_api import Error as PlaywrightError
+
     try:
         result.event_types = page.locator('[data-testid="event"]').evaluate_all(
             "rows => rows.map(row => row.dataset.type)"
