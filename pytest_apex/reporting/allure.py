@@ -117,13 +117,6 @@ def attach_text(name: str, text: str) -> None:
         allure.attach(redact(text), name=name, attachment_type=AttachmentType.TEXT)
 
 
-def attach_json(name: str, data: Any) -> None:
-    """Attach a JSON document to the current test, credentials redacted."""
-    if _listening():
-        body = redact(json.dumps(data, indent=2, default=str))
-        allure.attach(body, name=name, attachment_type=AttachmentType.JSON)
-
-
 def attach_service_logs(
     target: Target, services: Iterable[str] | None = None, tail: int = 200
 ) -> None:

@@ -2,7 +2,8 @@
 
 Schema (``schema`` 1)::
 
-    {"schema": 1, "verdict": "pass" | "fail", "profile": "ci", "target": "compose:…",
+    {"schema": 1, "verdict": "pass" | "fail" | "inconclusive", "profile": "ci",
+     "target": "compose:…",
      "counts": {"passed": 3, "failed": 0, "skipped": 1, "error": 0},
      "criteria": [{"suite", "name", "observed", "threshold", "op", "unit",
                    "stage": {"index", "count", "users"} | null, "passed", "test"}],

@@ -23,7 +23,12 @@ from typing import Any
 from testcontainers.compose import DockerCompose
 
 from pytest_apex.targets.base import ContainerInfo
-from pytest_apex.targets.errors import DockerUnavailable, ServiceDiagnosis, StackStartError
+from pytest_apex.targets.errors import (
+    ContainerQueryError,
+    DockerUnavailable,
+    ServiceDiagnosis,
+    StackStartError,
+)
 from pytest_apex.targets.runner import CommandRunner, SubprocessRunner
 
 ProgressCallback = Callable[[str], None]
@@ -168,6 +173,17 @@ class ComposeTarget:
         self._run(["up", "--detach", "--wait", "--no-deps", "--force-recreate", *services])
         self._endpoints = None
 
+    def pause(self, *services: str) -> None:
+        """Freeze services (`docker compose pause`): peers see hangs, not resets."""
+        self._run(["pause", *services])
+
+    def unpause(self, *services: str) -> None:
+        self._run(["unpause", *services])
+
+    def exec(self, service: str, *command: str) -> str:
+        """Run a command in a service's container; its standard output."""
+        return _text(self._run(["exec", "-T", service, *command]).stdout)
+
     def check_engine(self) -> None:
         """Raise `DockerUnavailable`, saying what to do, unless Docker and Compose v2 work."""
         result = self.runner(["docker", "version", "--format", "{{.Server.Version}}"], timeout=30)
@@ -213,13 +229,19 @@ class ComposeTarget:
         return dict(self._endpoints)
 
     def containers(self) -> list[ContainerInfo]:
-        ids = {entry["ID"]: entry["Service"] for entry in self._ps(all_states=True)}
-        if not ids:
-            return []
-        result = self.runner(["docker", "inspect", *ids], timeout=60)
+        """The project's containers (any state).
+
+        Raises `ContainerQueryError` when Docker cannot list or inspect them: an empty
+        answer would read as "this target gives no container access" and skip the
+        container checks.
+        """
+        result = self._run(["ps", "--format", "json", "--all"], check=False)
         if result.returncode != 0:
-            return []
-        return [_container_info(_service_of(info), info) for info in json.loads(result.stdout)]
+            raise ContainerQueryError(
+                f"`docker compose ps` failed for stack {self.project}: {_said(result)}"
+            )
+        ids = [str(e["ID"]) for e in _parse_ps(_text(result.stdout)) if e.get("ID")]
+        return [_container_info(_service_of(info), info) for info in self._inspect(ids)]
 
     def logs(self, service: str, tail: int = 200) -> str:
         result = self._run(
@@ -269,6 +291,38 @@ class ComposeTarget:
         args = ["ps", "--format", "json", *(["--all"] if all_states else [])]
         result = self._run(args, check=False)
         return _parse_ps(_text(result.stdout))
+
+    def _inspect(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """`docker inspect` of the containers; those removed since they were listed are left out.
+
+        One call for all of them; if it fails, one call each, because a single container
+        that vanished between `ps` and `inspect` fails the whole call and must not take
+        the others with it.
+        """
+        if not ids:
+            return []
+        result = self.runner(["docker", "inspect", *ids], timeout=60)
+        if result.returncode == 0:
+            return self._inspected(result)
+        found: list[dict[str, Any]] = []
+        for container_id in ids:
+            one = self.runner(["docker", "inspect", container_id], timeout=60)
+            if one.returncode == 0:
+                found += self._inspected(one)
+            elif "no such" not in _text(one.stderr).lower():  # "No such object: <id>"
+                raise ContainerQueryError(
+                    f"`docker inspect {container_id}` failed for stack {self.project}: {_said(one)}"
+                )
+        return found
+
+    def _inspected(self, result: CompletedProcess[bytes]) -> list[dict[str, Any]]:
+        try:
+            return _objects(json.loads(result.stdout))
+        except json.JSONDecodeError:
+            raise ContainerQueryError(
+                f"`docker inspect` printed no JSON for stack {self.project}: "
+                f"{_text(result.stdout).strip()[:200] or 'no output'}"
+            ) from None
 
     def _health_output(self, container_id: str) -> str:
         result = self.runner(
@@ -461,6 +515,11 @@ def _endpoints_of(entries: Sequence[Mapping[str, Any]]) -> dict[str, str]:
             host = f"[{host}]"
         found[str(service)] = f"{scheme}://{host}:{int(pub['PublishedPort'])}"
     return found
+
+
+def _said(result: CompletedProcess[bytes]) -> str:
+    """What a failed command said (its error output first)."""
+    return _text(result.stderr).strip() or _text(result.stdout).strip() or "no message"
 
 
 def _text(data: bytes | str | None) -> str:

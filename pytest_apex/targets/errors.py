@@ -5,9 +5,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pytest_apex.targets.runner import DockerUnavailable
+from pytest_apex.targets.runner import CommandTimedOut, DockerUnavailable
 
-__all__ = ["DockerUnavailable", "ServiceDiagnosis", "StackStartError"]
+__all__ = [
+    "CommandTimedOut",
+    "ContainerQueryError",
+    "DockerUnavailable",
+    "ServiceDiagnosis",
+    "StackStartError",
+]
 
 # Lines of compose's own output shown in a start error: its last lines carry the reason
 # ("container x is unhealthy", a build error); the rest is progress noise. More of it when
@@ -83,3 +89,12 @@ class StackStartError(RuntimeError):
             shown = said[-(COMPOSE_OUTPUT_TAIL if self.diagnoses else COMPOSE_OUTPUT_TAIL_ALONE) :]
             parts.append("docker compose said:\n" + "\n".join(f"  {line}" for line in shown))
         return "\n".join(parts)
+
+
+class ContainerQueryError(RuntimeError):
+    """Docker could not say what the containers of a running stack are.
+
+    Raised instead of answering "no containers": that answer is how a target without
+    container access (an external one) is told apart, and would silently skip the
+    container checks (non-root user, limits, published ports) of a stack that has them.
+    """

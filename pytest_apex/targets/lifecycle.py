@@ -18,6 +18,8 @@ import re
 import secrets
 import shutil
 import signal
+import stat
+import subprocess
 import sys
 import tempfile
 import threading
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import psutil
 from filelock import FileLock, Timeout
 
+from pytest_apex.reporting.redact import redact
 from pytest_apex.targets.base import Target
 from pytest_apex.targets.compose import (
     ComposeTarget,
@@ -40,7 +43,7 @@ from pytest_apex.targets.compose import (
 )
 from pytest_apex.targets.errors import DockerUnavailable, StackStartError
 from pytest_apex.targets.external import ExternalTarget
-from pytest_apex.targets.runner import CommandRunner, SubprocessRunner
+from pytest_apex.targets.runner import CommandRunner, CommandTimedOut, SubprocessRunner
 
 if TYPE_CHECKING:
     from pytest_apex.config import ApexSettings
@@ -52,6 +55,45 @@ _RUN_NAME = re.compile(rf"^{RUN_PREFIX}-(\d+)-[0-9a-f]+$")
 # (a cold build plus the health checks fit well within it).
 _LOCK_TIMEOUT_S = 1200.0
 _TEARDOWN_ATTEMPTS = 3
+
+
+def state_root() -> Path:
+    """This user's directory for the state of runs: `<tmp>/pytest-apex-<uid>`.
+
+    Per user, because what is in it decides which compose project a run tears down: in a
+    directory shared between users, another local user could plant a state file (or a
+    symlink) and have our run remove their choice of stack.
+    """
+    return Path(tempfile.gettempdir()) / f"pytest-apex-{os.getuid()}"
+
+
+def _private_dir(path: Path, *, create: bool) -> bool:
+    """Whether `path` exists, after making sure that only this user can write to it.
+
+    Created with mode 0700 when `create` is set. Raises `StackStartError` when it is not
+    a directory of ours that nobody else can write to: it is refused, not repaired, since
+    whoever could write to it may already have put something in it.
+    """
+    if create:
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700, parents=False)
+    try:
+        info = path.lstat()  # lstat: a symlink planted in its place is refused, not followed
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory (a symlink?)"
+    elif info.st_uid != os.getuid():
+        problem = f"is owned by uid {info.st_uid}, not by you (uid {os.getuid()})"
+    elif info.st_mode & 0o022:
+        problem = f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o})"
+    else:
+        return True
+    raise StackStartError(
+        f"refusing to use the state directory {path}: it {problem}. Whoever can write to it "
+        "can choose the stack this run tears down. Remove it (or make it yours with mode "
+        "0700) and rerun."
+    )
 
 
 def new_project_name(keep: bool = False, pid: int | None = None) -> str:
@@ -204,7 +246,7 @@ class TargetSession:
     @classmethod
     def for_controller(cls, settings: ApexSettings, **kwargs: Any) -> TargetSession:
         project = new_project_name(keep=settings.keep)
-        state_dir = Path(tempfile.gettempdir()) / "pytest-apex" / project
+        state_dir = state_root() / project
         session = cls(settings, project, state_dir, is_controller=True, **kwargs)
         if not settings.is_external:
             session._previous_sigterm = _install_sigterm_handler()
@@ -238,7 +280,8 @@ class TargetSession:
         if self.settings.is_external:
             self._target = ExternalTarget(self.settings.urls)
             return self._target
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        _private_dir(self.state_dir.parent, create=True)
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)
         try:
             with FileLock(str(self.state_dir / "lock"), timeout=_LOCK_TIMEOUT_S):
                 state = _State.read(self._state_file)
@@ -278,7 +321,13 @@ class TargetSession:
         if not self.is_controller or self.settings.is_external:
             return
         project = self.project
+        ours = False  # only a directory that passed the check is read and removed
+        lock: FileLock | None = None
         try:
+            ours = _private_dir(self.state_dir.parent, create=False) and self.state_dir.is_dir()
+            if not ours:
+                return  # no test needed the stack
+            lock = self._teardown_lock()
             state = _State.read(self._state_file)
             if state is None:
                 return  # no test needed the stack
@@ -299,11 +348,42 @@ class TargetSession:
                 f"  remove it by hand: docker compose -p {project} down --volumes"
             )
         finally:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+            if lock is not None:
+                lock.release()
+            if ours:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
             _restore_sigterm_handler(self._previous_sigterm)
             self._previous_sigterm = None
 
     # -- internals -------------------------------------------------------------------------
+
+    def _teardown_lock(self) -> FileLock | None:
+        """The run's start lock, held while finish() reads the state and tears down.
+
+        A worker may still be starting the stack (it holds the lock from before `up` until
+        the state says "up" or "failed"); reading without the lock could see no state, or
+        "starting", and leave the stack that is about to come up behind. The wait is
+        bounded: on timeout (or Ctrl-C) the teardown goes ahead on what the state says.
+        """
+        lock = FileLock(str(self.state_dir / "lock"), timeout=_LOCK_TIMEOUT_S)
+        try:
+            lock.acquire(blocking=False)
+            return lock
+        except Timeout:
+            pass
+        self.progress(
+            f"waiting for another process of this run to finish starting stack "
+            f"{self.project} before removing it (at most {_LOCK_TIMEOUT_S:g} s)"
+        )
+        try:
+            lock.acquire()
+            return lock
+        except Timeout:
+            reason = f"it did not finish within {_LOCK_TIMEOUT_S:g} s"
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        self.progress(f"stopped waiting ({reason}); removing stack {self.project} anyway")
+        return None
 
     def _compose_target(self, project: str) -> ComposeTarget:
         assert self.settings.stack is not None, "compose target without a compose file"
@@ -332,14 +412,13 @@ class TargetSession:
             reap_stale(self.runner, self.progress, self.pid_alive, cwd=self.state_dir)
             self._remove_stale_state_dirs()
             target.validate()
-        except (DockerUnavailable, StackStartError) as exc:
-            self._record_failure(exc)
-            raise
+        except Exception as exc:
+            self._fail_start(exc)
         # Written before `up` so that an interrupted start is still torn down by finish().
         _State("starting", self.project).write(self._state_file)
         try:
             target.up()
-        except (DockerUnavailable, StackStartError) as exc:
+        except Exception as exc:
             # Removed now rather than at the end of the run: nothing can use a broken
             # stack, and the error already holds what its containers had to say.
             self.progress(f"stack {self.project} did not come up; removing it")
@@ -347,8 +426,7 @@ class TargetSession:
                 self._teardown(self.project)
             except Exception as teardown_error:  # the start error is the one to report
                 self.progress(f"could not remove stack {self.project}: {teardown_error}")
-            self._record_failure(exc)
-            raise
+            self._fail_start(exc)
         state = _State("up", self.project)
         state.write(self._state_file)
         return state
@@ -360,10 +438,27 @@ class TargetSession:
             if match and path != self.state_dir and not self.pid_alive(int(match.group(1))):
                 shutil.rmtree(path, ignore_errors=True)
 
-    def _record_failure(self, exc: Exception) -> None:
-        _State("failed", self.project, error=str(exc), error_kind=type(exc).__name__).write(
-            self._state_file
-        )
+    def _fail_start(self, exc: Exception) -> NoReturn:
+        """Record a failed start for the other workers, then raise it here.
+
+        Any exception, not only ours: without a "failed" state every other worker would
+        try the same start again (and wait on the lock for it). A timeout from a runner
+        that is not ours becomes the `DockerUnavailable` the real runner raises, so the
+        test fails with a sentence rather than a traceback; an unexpected error is raised
+        as it is in this process (its traceback is the useful part), the others get its
+        text. The stored text is redacted: it can quote logs and commands with secrets.
+        """
+        error: Exception = exc
+        if isinstance(exc, subprocess.TimeoutExpired) and not isinstance(exc, DockerUnavailable):
+            error = CommandTimedOut.from_expired(exc)
+        kind = "DockerUnavailable" if isinstance(error, DockerUnavailable) else "StackStartError"
+        text = str(error)
+        if not isinstance(error, DockerUnavailable | StackStartError):
+            text = f"starting stack {self.project} failed: {type(exc).__name__}: {exc}"
+        _State("failed", self.project, error=redact(text), error_kind=kind).write(self._state_file)
+        if error is exc:
+            raise exc
+        raise error from exc
 
     def _teardown(self, project: str) -> None:
         """`down` the project, and make sure that no container of it is left."""

@@ -374,3 +374,19 @@ def test_report_header_shows_profile_target_and_overrides(apex: ApexPytester) ->
             "faults idor, thresholds p95_s_max=1.5"
         ]
     )
+
+
+def test_reuse_refuses_fault_switches_it_could_not_apply(apex: ApexPytester) -> None:
+    message = _usage_error(apex, "--apex-reuse", "--apex-faults=idor")
+    assert message.startswith("apex: --apex-reuse:")
+    assert "idor" in message
+
+
+def test_report_header_redacts_credentials_in_urls(apex: ApexPytester) -> None:
+    apex.pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = apex.pytester.runpytest(
+        "--apex-url=postgres=postgresql://apex:hunter2-secret@127.0.0.1:5432/apex"
+    )
+    header = result.stdout.str()
+    assert "apex: profile ci, target external" in header
+    assert "hunter2-secret" not in header

@@ -1,9 +1,10 @@
 """The stack lifecycle without Docker: every docker command goes to a scripted fake runner.
 
 Covers project naming and stale-stack reaping, the start-failure diagnosis, Docker being
-missing or down, endpoint parsing, and `TargetSession`: one start per run across workers,
-teardown (also after an interrupted or failed start), --apex-keep / --apex-reuse, and
-SIGTERM. The same paths against a real engine are in test_stack_lifecycle.py.
+missing, down or hung, endpoint parsing, container inspection, and `TargetSession`: one
+start per run across workers, teardown (also after an interrupted or failed start, and
+under the start lock), --apex-keep / --apex-reuse, SIGTERM and the private state directory.
+The same paths against a real engine are in test_stack_lifecycle.py.
 """
 
 from __future__ import annotations
@@ -22,11 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 from pytest_apex.config import ApexSettings
-from pytest_apex.targets import compose
+from pytest_apex.fixtures import _containers_or_skip
+from pytest_apex.targets import compose, lifecycle
 from pytest_apex.targets.compose import ComposeTarget, _endpoints_of, _parse_ps
-from pytest_apex.targets.errors import DockerUnavailable, ServiceDiagnosis, StackStartError
+from pytest_apex.targets.errors import (
+    CommandTimedOut,
+    ContainerQueryError,
+    DockerUnavailable,
+    ServiceDiagnosis,
+    StackStartError,
+)
+from pytest_apex.targets.external import ExternalTarget
 from pytest_apex.targets.lifecycle import (
     TargetSession,
     kept_project_for,
@@ -670,7 +680,7 @@ def test_a_start_reaps_stale_stacks_first(
 def test_a_start_removes_state_dirs_of_crashed_runs(
     compose_file: Path, state_root: Path, sigterm_restored: None
 ) -> None:
-    parent = state_root / "pytest-apex"
+    parent = state_root / f"pytest-apex-{os.getuid()}"
     crashed = parent / f"apexrun-{DEAD_PID}-a1b2c3"
     running = parent / f"apexrun-{LIVE_PID}-d4e5f6"
     kept = parent / "apexkeep-6553f100-aaaa"
@@ -785,6 +795,310 @@ def test_an_external_target_needs_no_docker(state_root: Path, sigterm_restored: 
     assert target.containers() == []
     session.finish()
     assert runner.calls == []
+
+
+def _state(session: TargetSession) -> dict[str, Any]:
+    return dict(json.loads((session.state_dir / "state.json").read_text()))
+
+
+# --- timeouts and unexpected errors during the start ------------------------------------------
+
+
+def test_the_real_runner_turns_a_timeout_into_a_sentence() -> None:
+    with pytest.raises(CommandTimedOut) as caught:
+        SubprocessRunner()([sys.executable, "-c", "import time; time.sleep(10)"], timeout=0.3)
+    error = caught.value
+    # A DockerUnavailable for whoever reports an unusable engine, a TimeoutExpired for `up`.
+    assert isinstance(error, DockerUnavailable)
+    assert isinstance(error, subprocess.TimeoutExpired)
+    assert "did not answer within 0.3 s; is the Docker engine hung?" in str(error)
+    assert "--apex-url" in str(error)
+
+
+def _hung(args: list[str]) -> Response:
+    raise CommandTimedOut(args, 30.0)
+
+
+def test_a_hung_engine_fails_every_worker_with_the_same_sentence(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker().on("docker", "version", do=_hung)
+    session = controller(compose_file, runner)
+    with pytest.raises(DockerUnavailable) as first:
+        session.acquire()
+    assert "`docker version --format '{{.Server.Version}}'` did not answer within 30 s" in str(
+        first.value
+    )
+    assert _state(session)["status"] == "failed"
+    with pytest.raises(DockerUnavailable) as second:
+        worker_of(session, runner).acquire()
+    assert str(second.value) == str(first.value)
+    assert len(runner.ran("docker", "version")) == 1  # the second worker did not ask again
+
+
+def test_a_bare_timeout_from_another_runner_is_said_in_words_too(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    def bare(args: list[str]) -> Response:
+        raise subprocess.TimeoutExpired(args, 60.0)
+
+    runner = FakeDocker().on("compose", "config", do=bare)
+    session = controller(compose_file, runner)
+    with pytest.raises(DockerUnavailable, match="did not answer within 60 s"):
+        session.acquire()
+    assert _state(session)["error_kind"] == "DockerUnavailable"
+
+
+def test_an_up_that_hits_the_runner_timeout_keeps_its_diagnosis(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    def hang(args: list[str]) -> Response:
+        raise CommandTimedOut(args, 900.0, b"", b"still waiting")
+
+    runner = FakeDocker([ps_entry("cache", health="starting")]).on("compose", "up", do=hang)
+    session = controller(compose_file, runner)
+    with pytest.raises(StackStartError) as caught:
+        session.acquire()
+    assert "did not become healthy within 900 s" in str(caught.value)
+    assert "service 'cache' is still starting" in str(caught.value)
+    assert runner.ran("compose", "down")  # removed at once, as for any failed start
+
+
+def test_any_error_during_the_start_is_recorded_for_the_other_workers(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    def broken(args: list[str]) -> Response:
+        raise OSError(28, "No space left on device")
+
+    runner = FakeDocker(HEALTHY).on("compose", "up", do=broken)
+    session = controller(compose_file, runner)
+    with pytest.raises(OSError, match="No space left"):  # as it is, with its traceback, here
+        session.acquire()
+    assert runner.ran("compose", "down")
+    with pytest.raises(StackStartError) as other:  # and in words everywhere else
+        worker_of(session, runner).acquire()
+    assert f"starting stack {session.project} failed: OSError:" in str(other.value)
+    assert "No space left on device" in str(other.value)
+    assert len(runner.ran("compose", "up")) == 1
+
+
+def test_the_recorded_start_error_is_redacted(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    said = "invalid interpolation: POSTGRES_PASSWORD=hunter2 in services.db"
+    runner = FakeDocker().on("compose", "config", "--quiet", rc=15, err=said)
+    session = controller(compose_file, runner)
+    with pytest.raises(StackStartError):
+        session.acquire()
+    assert "hunter2" not in (session.state_dir / "state.json").read_text()
+    with pytest.raises(StackStartError) as other:
+        worker_of(session, runner).acquire()
+    assert "POSTGRES_PASSWORD=[REDACTED]" in str(other.value)
+
+
+# --- finish() and the start lock --------------------------------------------------------------
+
+
+def test_finish_waits_for_a_worker_that_is_still_starting_the_stack(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker(HEALTHY)
+    progress = Lines()
+    session = controller(compose_file, runner, progress)
+    session.state_dir.mkdir(parents=True)
+    starting = FileLock(str(session.state_dir / "lock"))
+    starting.acquire()  # a worker between taking the lock and writing its state
+    finisher = threading.Thread(target=session.finish)
+    finisher.start()
+    _await(lambda: "waiting for another process of this run" in progress.text)
+    assert not runner.ran("compose", "down")  # nothing read yet: no state would mean "unused"
+    lifecycle._State("up", session.project).write(session.state_dir / "state.json")
+    starting.release()
+    finisher.join(timeout=10)
+    assert not finisher.is_alive()
+    assert runner.ran("compose", "--project-name", session.project, "down")
+    assert not session.state_dir.exists()
+
+
+def test_finish_stops_waiting_for_the_lock_after_a_while_and_says_so(
+    compose_file: Path,
+    state_root: Path,
+    sigterm_restored: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lifecycle, "_LOCK_TIMEOUT_S", 0.2)
+    runner = FakeDocker(HEALTHY)
+    progress = Lines()
+    session = controller(compose_file, runner, progress)
+    session.state_dir.mkdir(parents=True)
+    lifecycle._State("starting", session.project).write(session.state_dir / "state.json")
+    stuck = FileLock(str(session.state_dir / "lock"))
+    stuck.acquire()
+    try:
+        session.finish()
+    finally:
+        stuck.release()
+    assert "stopped waiting (it did not finish within 0.2 s)" in progress.text
+    assert runner.ran("compose", "--project-name", session.project, "down")
+
+
+# --- the state directory -----------------------------------------------------------------------
+
+
+def test_the_state_directory_is_per_user_and_private(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    session = controller(compose_file, FakeDocker(HEALTHY))
+    root = state_root / f"pytest-apex-{os.getuid()}"
+    assert session.state_dir == root / session.project
+    session.acquire()
+    assert root.stat().st_mode & 0o777 == 0o700
+    assert session.state_dir.stat().st_mode & 0o777 == 0o700
+    session.finish()
+    assert root.is_dir()  # shared by this user's runs; only the run's own directory goes
+
+
+def test_a_state_directory_others_can_write_to_is_refused(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    root = state_root / f"pytest-apex-{os.getuid()}"
+    root.mkdir()
+    root.chmod(0o777)
+    runner = FakeDocker(HEALTHY)
+    progress = Lines()
+    session = controller(compose_file, runner, progress)
+    with pytest.raises(StackStartError, match="is writable by other users \\(mode 777\\)"):
+        session.acquire()
+    assert runner.calls == []
+    planted = root / session.project
+    planted.mkdir()
+    (planted / "state.json").write_text(json.dumps({"status": "up", "project": "theirs"}))
+    session.finish()  # reads nothing from it, removes nothing in it
+    assert not runner.ran("compose", "down")
+    assert planted.exists()
+    assert "refusing to use the state directory" in progress.text
+
+
+def test_a_state_directory_of_another_user_is_refused(
+    compose_file: Path,
+    state_root: Path,
+    sigterm_restored: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    me = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: me + 4242)
+    (state_root / f"pytest-apex-{me + 4242}").mkdir(mode=0o700)  # owned by `me`, not by us
+    session = controller(compose_file, FakeDocker(HEALTHY))
+    with pytest.raises(StackStartError, match=f"is owned by uid {me}, not by you"):
+        session.acquire()
+
+
+def test_a_symlink_in_place_of_the_state_directory_is_refused(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    elsewhere = state_root / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (state_root / f"pytest-apex-{os.getuid()}").symlink_to(elsewhere)
+    session = controller(compose_file, FakeDocker(HEALTHY))
+    with pytest.raises(StackStartError, match="is not a directory"):
+        session.acquire()
+    assert list(elsewhere.iterdir()) == []
+
+
+# --- containers -------------------------------------------------------------------------------
+
+
+def _inspect(service: str) -> dict[str, Any]:
+    return {
+        "Id": f"id-{service}",
+        "Image": f"sha256:{service}",
+        "Config": {"User": "10001", "Labels": {"com.docker.compose.service": service}},
+        "State": {"Status": "running", "Health": {"Status": "healthy"}},
+        "HostConfig": {"Memory": 256 * 2**20, "NanoCpus": 500_000_000},
+        "NetworkSettings": {"Ports": {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}]}},
+    }
+
+
+def _docker_inspect(gone: Sequence[str] = ()) -> Handler:
+    """`docker inspect ID...` as the engine answers it, with the containers in `gone` removed.
+
+    A missing one fails the whole call (exit 1), as with the real engine.
+    """
+
+    def answer(args: list[str]) -> Response:
+        ids = args[args.index("inspect") + 1 :]
+        found = [_inspect(i.removeprefix("id-")) for i in ids if i not in gone]
+        missing = [i for i in ids if i in gone]
+        err = "".join(f"Error: No such object: {i}\n" for i in missing)
+        return _done(args, 1 if missing else 0, json.dumps(found), err)
+
+    return answer
+
+
+def test_containers_are_listed_and_inspected(compose_file: Path) -> None:
+    runner = FakeDocker(HEALTHY).on("docker", "inspect", do=_docker_inspect())
+    containers = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner).containers()
+    assert [c.service for c in containers] == ["backend", "redis"]
+    assert containers[0].user == "10001"
+    assert containers[0].memory_limit_bytes == 256 * 2**20
+    assert containers[0].published == (("127.0.0.1", 49153, 8000),)
+    assert len(runner.ran("docker", "inspect")) == 1  # one call for all of them
+
+
+def test_a_container_that_vanishes_mid_call_does_not_take_the_others_with_it(
+    compose_file: Path,
+) -> None:
+    runner = FakeDocker(HEALTHY).on("docker", "inspect", do=_docker_inspect(gone=["id-redis"]))
+    containers = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner).containers()
+    assert [c.service for c in containers] == ["backend"]
+
+
+@pytest.mark.parametrize(
+    ("words", "said"),
+    [
+        (("compose", "ps"), "Cannot connect to the Docker daemon"),
+        (("docker", "inspect"), "permission denied while trying to connect"),
+    ],
+)
+def test_a_failed_container_query_raises_instead_of_answering_none(
+    compose_file: Path, words: tuple[str, ...], said: str
+) -> None:
+    runner = (
+        FakeDocker(HEALTHY)
+        .on("docker", "inspect", do=_docker_inspect())
+        .on(*words, rc=1, err=said + "\n")
+    )
+    with pytest.raises(ContainerQueryError, match=said):
+        ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner).containers()
+
+
+def test_apex_containers_fails_on_a_compose_target_docker_cannot_answer_for(
+    compose_file: Path,
+) -> None:
+    runner = FakeDocker(HEALTHY).on("compose", "ps", rc=1, err="Cannot connect to the daemon")
+    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner)
+    with pytest.raises(pytest.fail.Exception) as caught:
+        _containers_or_skip(target)
+    message = str(caught.value)
+    assert "cannot inspect the containers of compose:apexrun-1-abcdef" in message
+    assert "ContainerQueryError" in message
+    assert "Cannot connect to the daemon" in message
+
+
+def test_apex_containers_fails_on_a_compose_target_without_containers(compose_file: Path) -> None:
+    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=FakeDocker())
+    with pytest.raises(pytest.fail.Exception, match="Docker lists no container for it"):
+        _containers_or_skip(target)
+
+
+def test_apex_containers_skips_only_where_there_is_no_container_access(
+    compose_file: Path,
+) -> None:
+    with pytest.raises(pytest.skip.Exception, match="external gives no container access"):
+        _containers_or_skip(ExternalTarget({"backend": "https://staging.example"}))
+    runner = FakeDocker(HEALTHY).on("docker", "inspect", do=_docker_inspect())
+    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner)
+    assert [c.service for c in _containers_or_skip(target)] == ["backend", "redis"]
 
 
 # --- progress -------------------------------------------------------------------------------

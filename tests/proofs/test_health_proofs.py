@@ -3,11 +3,12 @@ the readiness check and the dependency, when the backend reports PostgreSQL unre
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 
 import pytest
 
-from tests.conftest import COMPOSE_FILE, FaultStack
+from tests.conftest import COMPOSE_FILE, FaultStack, concurrent_agent_runs
 from tests.proofs.conftest import HEALTH_SUITE, failed_criteria, run_suite
 
 pytestmark = pytest.mark.xdist_group("fault-stack")
@@ -46,6 +47,24 @@ def test_health_suite_fails_on_unready_db_naming_readiness_and_postgres(
     result.stdout.fnmatch_lines(
         ["*health backend.readiness.postgres 0 != 1: postgres check fail*postgres:responseTime*"]
     )
+
+
+def test_health_suite_fails_on_shared_context_naming_isolation_violations(
+    pytester: pytest.Pytester, fault_stack: FaultStack
+) -> None:
+    """After concurrent runs under a shared execution context the database holds one agent
+    instance under many users; the data-layer check must name it."""
+    urls = fault_stack.suite_urls("shared_context")
+    try:
+        asyncio.run(concurrent_agent_runs(urls, users=10))
+        result, report = run_suite(pytester, HEALTH_SUITE, urls, ["-m", "health"])
+    finally:
+        fault_stack.reset_data()
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    failed = {c["name"] for c in failed_criteria(report)}
+    assert "isolation_violations.rows" in failed, failed
+    result.stdout.fnmatch_lines(["*health isolation_violations.rows * > 0*"])
 
 
 @pytest.mark.integration

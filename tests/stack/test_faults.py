@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from pytest_apex.adapters.apex import ApexAdapter
+from tests.conftest import concurrent_agent_runs
 from tests.stack.conftest import login
 
 pytestmark = pytest.mark.xdist_group("fault-stack")
@@ -25,28 +26,6 @@ def _rss_bytes(http: httpx.Client, backend: str) -> float:
         if line.startswith("apex_process_resident_memory_bytes "):
             return float(line.split()[1])
     raise AssertionError("apex_process_resident_memory_bytes missing from /metrics")
-
-
-async def _concurrent_runs(endpoints: dict[str, str], users: int, timeout: float = 30):
-    adapter = ApexAdapter(endpoints)
-    try:
-        tag = uuid.uuid4().hex[:6]
-        sessions = await asyncio.gather(
-            *(adapter.login(f"f{i}-{tag}@apex.test") for i in range(users))
-        )
-        threads = await asyncio.gather(*(s.create_thread("t") for s in sessions))
-        for s in sessions:
-            await s.connect()
-        runs = await asyncio.gather(
-            *(
-                s.run_agent(t["id"], f"secret request of {s.email}", timeout)
-                for s, t in zip(sessions, threads, strict=True)
-            )
-        )
-        await asyncio.gather(*(s.close() for s in sessions))
-        return sessions, runs
-    finally:
-        await adapter.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +73,22 @@ def test_unscoped_cache_leaks_thread_lists(fault_stack, http):
 
 
 def test_shared_context_misroutes_events_under_concurrency(fault_stack):
+    violations = "SELECT count(*) FROM isolation_violations"
     clean = fault_stack.switch()
-    _, runs = asyncio.run(_concurrent_runs(clean, users=20))
+    runs = asyncio.run(concurrent_agent_runs(clean, users=20))
     assert all(r.completed and not r.foreign for r in runs)
+    assert fault_stack.sql(violations) == "0"
     faulty = fault_stack.switch("shared_context")
-    _sessions, runs = asyncio.run(_concurrent_runs(faulty, users=20))
-    misrouted = [r for r in runs if r.foreign or not r.completed]
-    assert misrouted, "20 concurrent runs under shared_context all stayed isolated"
-    foreign_users = {e["payload"]["user_id"] for r in runs for e in r.foreign}
-    assert foreign_users - {None}
+    try:
+        runs = asyncio.run(concurrent_agent_runs(faulty, users=20))
+        misrouted = [r for r in runs if r.foreign or not r.completed]
+        assert misrouted, "20 concurrent runs under shared_context all stayed isolated"
+        foreign_users = {e["payload"]["user_id"] for r in runs for e in r.foreign}
+        assert foreign_users - {None}
+        # The database keeps the evidence: one agent instance recorded under many users.
+        assert int(fault_stack.sql(violations)) >= 1
+    finally:
+        fault_stack.reset_data()
 
 
 def test_broadcast_events_reach_every_socket(fault_stack):
@@ -160,10 +146,33 @@ def test_memory_leak_grows_backend_memory(fault_stack, http):
     growth = {}
     for faults in ((), ("memory_leak",)):
         endpoints = fault_stack.switch(*faults)
-        asyncio.run(_concurrent_runs(endpoints, users=5))  # warm up allocations
+        asyncio.run(concurrent_agent_runs(endpoints, users=5))  # warm up allocations
         before = _rss_bytes(http, endpoints["backend"])
-        asyncio.run(_concurrent_runs(endpoints, users=40))
+        asyncio.run(concurrent_agent_runs(endpoints, users=40))
         growth[faults] = _rss_bytes(http, endpoints["backend"]) - before
     mib = 1024 * 1024
     assert growth[("memory_leak",)] > 30 * mib, growth
     assert growth[()] < 15 * mib, growth
+
+
+@pytest.mark.parametrize("dependency", ["postgres", "redis"])
+def test_readiness_fails_when_a_dependency_hangs(fault_stack, http, dependency):
+    """Real failure paths, not a canned fault: a paused dependency (peers hang, as under a
+    network partition) turns readiness to 503 naming it; unpaused, readiness recovers."""
+    endpoints = fault_stack.switch()
+    ready = endpoints["backend"] + "/health/ready"
+    fault_stack.target.pause(dependency)
+    try:
+        response = http.get(ready)
+        assert response.status_code == 503, response.text
+        checks = response.json()["checks"]
+        assert checks[f"{dependency}:responseTime"][0]["status"] == "fail", checks
+        other = "redis" if dependency == "postgres" else "postgres"
+        assert checks[f"{other}:responseTime"][0]["status"] == "pass", checks
+        assert http.get(endpoints["backend"] + "/health").status_code == 200  # still alive
+    finally:
+        fault_stack.target.unpause(dependency)
+    deadline = time.monotonic() + 30
+    while http.get(ready).status_code != 200:
+        assert time.monotonic() < deadline, f"readiness did not recover after {dependency} resumed"
+        time.sleep(0.2)  # polling interval of a condition with a deadline
