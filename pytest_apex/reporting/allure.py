@@ -123,7 +123,14 @@ def attach_service_logs(
     """Attach the last `tail` log lines of each service of `target` (all by default)."""
     if not _listening():
         return
-    names = list(services) if services is not None else [c.service for c in target.containers()]
+    if services is not None:
+        names = list(services)
+    else:
+        try:
+            names = [c.service for c in target.containers()]
+        except Exception as exc:  # a Docker that cannot answer must not crash the report hook
+            attach_text("service logs", f"<services unavailable: {exc}>")
+            return
     for service in names:
         try:
             text = target.logs(service, tail=tail)

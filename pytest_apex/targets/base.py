@@ -2,7 +2,8 @@
 
 A `Target` is a running stack: the compose target (testcontainers) or an external one
 (URLs of an already-deployed environment). Engines and suites only ever see
-`endpoints()`; container-level checks ask `containers()` and skip when it is empty.
+`endpoints()`; container-level checks ask `containers()`, and skip only on targets that
+give no container access by design (external ones).
 """
 
 from __future__ import annotations
