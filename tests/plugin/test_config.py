@@ -117,7 +117,6 @@ def test_every_ini_twin_is_read(apex: ApexPytester) -> None:
         apex_thresholds =
             p95_s_max = 1.5
             availability_min = 99.5%
-        apex_faults = idor, memory_leak
         """
     )
     settings = _settings(apex)
@@ -133,7 +132,12 @@ def test_every_ini_twin_is_read(apex: ApexPytester) -> None:
     assert settings.thresholds["p95_s_max"] == 1.5
     assert settings.thresholds["availability_min"] == pytest.approx(0.995)
     assert settings.thresholds.overridden == {"p95_s_max", "availability_min"}
-    assert settings.faults == ("idor", "memory_leak")
+
+
+def test_faults_ini_twin_is_read(apex: ApexPytester) -> None:
+    # Apart from the test above: a reused stack refuses fault switches.
+    apex.pytester.makeini("[pytest]\napex_faults = idor, memory_leak\n")
+    assert _settings(apex).faults == ("idor", "memory_leak")
 
 
 def test_command_line_wins_over_ini(apex: ApexPytester, tmp_path: Path) -> None:
@@ -383,6 +387,7 @@ def test_reuse_refuses_fault_switches_it_could_not_apply(apex: ApexPytester) -> 
 
 
 def test_report_header_redacts_credentials_in_urls(apex: ApexPytester) -> None:
+    apex.pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     apex.pytester.makepyfile("def test_nothing():\n    pass\n")
     result = apex.pytester.runpytest(
         "--apex-url=postgres=postgresql://apex:hunter2-secret@127.0.0.1:5432/apex"
