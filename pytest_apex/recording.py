@@ -12,6 +12,8 @@ hold, `record` does not.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Final
 
 import pytest
@@ -141,6 +143,41 @@ class CriteriaRecorder:
             stage=stage,
             suite=suite,
         )
+
+    def judge(self, checks: Iterable[Check]) -> list[Criterion]:
+        """Record every check, then fail naming each one that did not hold.
+
+        All are recorded before failing so the verdict stays complete: one dependency down
+        must not hide the state of the others. No checks at all is a failure too: a test
+        that measured nothing proved nothing.
+        """
+        __tracebackhide__ = True
+        checks = list(checks)
+        if not checks:
+            pytest.fail("nothing to check: the target exposes none of what this test needs")
+        recorded, failures = [], []
+        for check in checks:
+            criterion = self.record(
+                check.name, check.observed, check.threshold, check.op, unit=check.unit
+            )
+            recorded.append(criterion)
+            if not criterion.passed:
+                failures.append(criterion.message + (f": {check.detail}" if check.detail else ""))
+        if failures:
+            raise AssertionError("\n".join(failures))
+        return recorded
+
+
+@dataclass(frozen=True)
+class Check:
+    """One criterion to judge, with what was seen in words for when it fails."""
+
+    name: str
+    observed: float
+    threshold: float
+    op: Op
+    unit: str = ""
+    detail: str = ""
 
 
 @pytest.fixture

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Final
 
 import allure
 import httpx
 import pytest
 
-from pytest_apex.criteria import Op
 from pytest_apex.fixtures import UserFactory
 from pytest_apex.health import auth_probe, datastore, http_posture, metrics, posture, probes
 from pytest_apex.health.browser import AGENT_EVENT_TYPES, BrowserUnavailable, chat_round_trip
 from pytest_apex.health.config import PromisedConfig, backend_config_in_effect, compare
 from pytest_apex.health.tokens import bad_tokens
-from pytest_apex.recording import CriteriaRecorder
+from pytest_apex.recording import Check, CriteriaRecorder
 from pytest_apex.targets.base import ContainerInfo, Target
 
 pytestmark = pytest.mark.health
@@ -40,39 +38,6 @@ ServiceMap = dict[str, tuple[str, probes.ServiceHealthSpec]]
 
 
 # --- how a test turns what it saw into criteria -----------------------------------------------
-
-
-@dataclass(frozen=True)
-class Check:
-    """One criterion to record, with what was seen in words for when it fails."""
-
-    name: str
-    observed: float
-    threshold: float
-    op: Op
-    unit: str = ""
-    detail: str = ""
-
-
-def judge(apex_criteria: CriteriaRecorder, checks: Iterable[Check]) -> None:
-    """Record every check as a criterion, then fail naming each one that did not hold.
-
-    All are recorded before failing so the verdict stays complete: one dependency down must
-    not hide the state of the others.
-    """
-    __tracebackhide__ = True
-    checks = list(checks)
-    if not checks:
-        pytest.fail("nothing to check: the target exposes none of the services this test needs")
-    failures = []
-    for check in checks:
-        criterion = apex_criteria.record(
-            check.name, check.observed, check.threshold, check.op, unit=check.unit
-        )
-        if not criterion.passed:
-            failures.append(criterion.message + (f": {check.detail}" if check.detail else ""))
-    if failures:
-        raise AssertionError("\n".join(failures))
 
 
 def flag(ok: bool) -> int:
@@ -115,7 +80,7 @@ def test_every_service_is_live(
         checks.append(
             Check(f"{name}.liveness", flag(probe.ok), 1, "==", detail=probe.describe_failure())
         )
-    judge(apex_criteria, checks)
+    apex_criteria.judge(checks)
 
 
 def test_every_service_is_ready_and_reports_each_dependency(
@@ -142,7 +107,7 @@ def test_every_service_is_ready_and_reports_each_dependency(
                     detail=f"{dependency} check {status or 'missing'}; {probe.describe_failure()}",
                 )
             )
-    judge(apex_criteria, checks)
+    apex_criteria.judge(checks)
 
 
 def test_health_bodies_follow_health_json(
@@ -164,7 +129,7 @@ def test_health_bodies_follow_health_json(
                 detail="; ".join(problems),
             )
         )
-    judge(apex_criteria, checks)
+    apex_criteria.judge(checks)
 
 
 def test_health_endpoints_answer_within_the_threshold(
@@ -191,8 +156,7 @@ def test_health_endpoints_answer_within_the_threshold(
 def test_compose_reports_every_container_healthy(
     apex_criteria: CriteriaRecorder, apex_containers: list[ContainerInfo]
 ) -> None:
-    judge(
-        apex_criteria,
+    apex_criteria.judge(
         [
             Check(
                 f"{c.service}.compose_health",
@@ -223,8 +187,7 @@ def test_configuration_in_effect_is_the_promised_one(
         "which settings it runs with"
     )
     in_effect = backend_config_in_effect(response.json())
-    judge(
-        apex_criteria,
+    apex_criteria.judge(
         [
             Check(f"config.{c.name}", *c.as_numbers(), "==", unit=c.unit, detail=c.describe())
             for c in compare(apex_expected_config.backend_settings(), in_effect)
@@ -237,8 +200,7 @@ async def test_redis_runs_with_its_memory_limit_and_policy(
 ) -> None:
     memory = await datastore.redis_memory(apex_redis_url)
     promised = apex_expected_config
-    judge(
-        apex_criteria,
+    apex_criteria.judge(
         [
             Check(
                 "redis.maxmemory",
@@ -265,8 +227,7 @@ async def test_redis_runs_with_its_memory_limit_and_policy(
 def test_containers_run_as_non_root(
     apex_criteria: CriteriaRecorder, apex_containers: list[ContainerInfo]
 ) -> None:
-    judge(
-        apex_criteria,
+    apex_criteria.judge(
         [
             Check(
                 f"{c.service}.non_root",
@@ -305,14 +266,13 @@ def test_containers_have_memory_and_cpu_limits(
                 detail="0 means unlimited",
             )
         )
-    judge(apex_criteria, checks)
+    apex_criteria.judge(checks)
 
 
 def test_ports_are_published_on_loopback_only(
     apex_criteria: CriteriaRecorder, apex_containers: list[ContainerInfo]
 ) -> None:
-    judge(
-        apex_criteria,
+    apex_criteria.judge(
         [
             Check(
                 f"{c.service}.ports_beyond_loopback",
@@ -342,7 +302,7 @@ def test_every_service_sends_the_security_headers(
                 detail="; ".join(problems),
             )
         )
-    judge(apex_criteria, checks)
+    apex_criteria.judge(checks)
 
 
 def test_cors_allows_only_the_configured_origin(
@@ -384,7 +344,7 @@ def test_cors_allows_only_the_configured_origin(
                 detail="; ".join(a.describe() for a in let_in),
             )
         )
-    judge(apex_criteria, checks)
+    apex_criteria.judge(checks)
 
 
 # --- tokens a hardened service must refuse --------------------------------------------------
@@ -430,8 +390,7 @@ async def test_genuine_token_is_accepted_on_rest_and_websocket(
     # The control for the rejections below: they only count if the real token gets in.
     rest = await _rest_answers(apex_endpoints, genuine_token)
     ws = await _ws_answers(apex_endpoints, genuine_token)
-    judge(
-        apex_criteria,
+    apex_criteria.judge(
         [
             Check(
                 "jwt_genuine.rest_accepted",
@@ -470,8 +429,7 @@ async def test_bad_token_is_rejected_on_rest_and_websocket(
     ws = await _ws_answers(apex_endpoints, tokens[kind])
     # Counted as refusals only when explicit (401/403, close code, refused upgrade): an
     # unreachable service must not pass as a secure one.
-    judge(
-        apex_criteria,
+    apex_criteria.judge(
         [
             Check(
                 f"jwt_{kind}.rest_rejected",
@@ -498,8 +456,7 @@ async def test_init_schema_is_present(
     apex_criteria: CriteriaRecorder, apex_postgres_dsn: str, apex_expected_schema: frozenset[str]
 ) -> None:
     missing = sorted(apex_expected_schema - await datastore.schema_objects(apex_postgres_dsn))
-    judge(
-        apex_criteria,
+    apex_criteria.judge(
         [Check("schema.missing_objects", len(missing), 0, "<=", detail=f"missing {missing}")],
     )
 
@@ -508,8 +465,7 @@ async def test_isolation_violations_query_returns_no_rows(
     apex_criteria: CriteriaRecorder, apex_postgres_dsn: str
 ) -> None:
     rows = await datastore.isolation_violations(apex_postgres_dsn)
-    judge(
-        apex_criteria,
+    apex_criteria.judge(
         [
             Check(
                 "isolation_violations.rows",
@@ -531,8 +487,7 @@ def test_metrics_expose_the_series_the_other_suites_read(
     response = health_http.get(endpoint(apex_endpoints, "backend") + "/metrics")
     assert response.status_code == 200, f"GET /metrics answered {response.status_code}"
     missing = metrics.missing_series(response.text, apex_required_series)
-    judge(
-        apex_criteria,
+    apex_criteria.judge(
         [Check("metrics.missing_series", len(missing), 0, "<=", detail=f"missing {missing}")],
     )
 
@@ -562,8 +517,7 @@ def test_chat_page_streams_the_agent_events_in_a_real_browser(
             attachment_type=allure.attachment_type.PNG,
         )
     agent_events = [t for t in trip.event_types if t in (*AGENT_EVENT_TYPES, "agent_error")]
-    judge(
-        apex_criteria,
+    apex_criteria.judge(
         [
             Check("browser.page_loaded", flag(trip.page_loaded), 1, "==", detail=trip.describe()),
             Check("browser.logged_in", flag(trip.logged_in), 1, "==", detail=trip.describe()),
