@@ -178,6 +178,12 @@ step_base() {
   debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
     || { tail -n 20 "$rootfs.log" >&2; fail "debootstrap failed (log above)"; }
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  # debootstrap writes only `bookworm main`; the images should get security and point
+  # updates too, from the same mirrors this host uses.
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    cp /etc/apt/sources.list.d/debian.sources "$rootfs/etc/apt/sources.list.d/debian.sources"
+    rm -f "$rootfs/etc/apt/sources.list"
+  fi
   tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null \
     || fail "docker import of the debootstrap root failed"
   rm -rf "$rootfs" "$rootfs.log"
