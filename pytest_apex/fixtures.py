@@ -18,9 +18,22 @@ import pytest
 from pytest_apex._stash import target_session_key
 from pytest_apex.adapters.apex import ApexAdapter
 from pytest_apex.adapters.base import AgentRun, AppAdapter, UserSession
+from pytest_apex.dsn import postgres_dsn
+from pytest_apex.reference import EMAIL_DOMAIN
 from pytest_apex.reporting import allure as allure_report
+from pytest_apex.settings import ApexSettings, settings_key
 from pytest_apex.targets.base import ContainerInfo, Target
 from pytest_apex.targets.errors import DockerUnavailable, StackStartError
+
+
+@pytest.fixture(scope="session")
+def apex_settings(pytestconfig: pytest.Config) -> ApexSettings:
+    """The run's resolved settings: profile, thresholds in effect, target, faults.
+
+    Suites read settings only through this fixture, so a project can hand a suite other
+    thresholds (or a whole other settings object) from its conftest.py.
+    """
+    return pytestconfig.stash[settings_key]
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +131,7 @@ async def apex_users(apex_adapter: AppAdapter) -> AsyncIterator[UserFactory]:
     async def make(count: int) -> list[UserSession]:
         run = uuid.uuid4().hex[:8]
         made = await asyncio.gather(
-            *(apex_adapter.login(f"user{i}-{run}@apex.test") for i in range(count))
+            *(apex_adapter.login(f"user{i}-{run}@{EMAIL_DOMAIN}") for i in range(count))
         )
         sessions.extend(made)
         return list(made)
@@ -141,10 +154,7 @@ def apex_postgres_dsn(apex_target: Target, apex_endpoints: dict[str, str]) -> st
     if not {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= env.keys():
         pytest.skip("postgres credentials unknown (give a DSN with --apex-url postgres=...)")
     host = url.split("://", 1)[1]
-    return (
-        f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@{host}/"
-        f"{env['POSTGRES_DB']}"
-    )
+    return postgres_dsn(host, env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"])
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_apex.config import ApexSettings
     from pytest_apex.criteria import Criterion, Verdict
-    from pytest_apex.targets.lifecycle import TargetSession
+    from pytest_apex.settings import ApexSettings
+    from pytest_apex.targets.base import TargetProvider
 
 
 @pytest.hookspec
@@ -42,12 +42,11 @@ def pytest_apex_verdict(verdict: Verdict, config: pytest.Config) -> None:
 @pytest.hookspec(firstresult=True)
 def pytest_apex_target_session(
     settings: ApexSettings, config: pytest.Config
-) -> TargetSession | None:
+) -> TargetProvider | None:
     """Create the run's target session; the first non-None result wins.
 
     Called in ``pytest_configure`` of every process. The default implementation builds
     ``pytest_apex.targets.lifecycle.TargetSession``: ``from_workerinput`` in an xdist worker,
     ``for_controller`` otherwise. Implement it to bring a different kind of target (or a
-    fake one, in tests); the result must offer ``acquire``, ``describe``, ``workerinput`` and
-    ``finish`` like ``TargetSession``.
+    fake one, in tests); the result implements the `TargetProvider` protocol.
     """

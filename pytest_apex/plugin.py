@@ -1,6 +1,6 @@
 """pytest-apex's pytest hooks: options, markers, the run's lifecycle, xdist hand-off, summary.
 
-Only wiring lives here. Settings are resolved in `pytest_apex.config`, criteria and the
+Only wiring lives here. Settings are resolved in `pytest_apex.settings`, criteria and the
 verdict are values from `pytest_apex.criteria`, the target is `pytest_apex.targets`, and
 rendering is `pytest_apex.reporting`.
 
@@ -21,11 +21,16 @@ import pytest
 
 from pytest_apex import hookspec, recording
 from pytest_apex._stash import target_session_key, verdict_key
-from pytest_apex.config import ApexSettings, add_options, settings_from_pytest_config, settings_key
 from pytest_apex.criteria import SUITES, Criterion, Verdict
+from pytest_apex.redaction import RedactingFilter, redact
 from pytest_apex.reporting import allure as allure_report
 from pytest_apex.reporting import json_report, terminal
-from pytest_apex.reporting.redact import RedactingFilter, redact
+from pytest_apex.settings import (
+    ApexSettings,
+    add_options,
+    settings_from_pytest_config,
+    settings_key,
+)
 from pytest_apex.targets.base import Target
 
 if TYPE_CHECKING:

@@ -19,9 +19,9 @@ from typing import Final
 import pytest
 
 from pytest_apex._stash import verdict_key
-from pytest_apex.config import settings_key
 from pytest_apex.criteria import SUITES, Criterion, Op, Stage, Verdict
 from pytest_apex.reporting import allure as allure_report
+from pytest_apex.settings import settings_key
 
 SUITE_MARKERS: Final = SUITES
 

@@ -12,6 +12,8 @@ import pytest
 
 from pytest_apex.adapters.apex import ApexAdapter
 from pytest_apex.adapters.base import AgentRun
+from pytest_apex.dsn import postgres_dsn
+from pytest_apex.reference import EMAIL_DOMAIN, FAULTS_ENV, PORT_SCHEMES
 from pytest_apex.targets.compose import ComposeTarget
 from pytest_apex.targets.lifecycle import new_project_name
 
@@ -48,7 +50,7 @@ class FaultStack:
     def switch(self, *faults: str) -> dict[str, str]:
         wanted = ",".join(sorted(faults))
         if wanted != self.faults:
-            self.target.recreate(self.APP_SERVICES, {"APEX_FAULTS": wanted})
+            self.target.recreate(self.APP_SERVICES, {FAULTS_ENV: wanted})
             self.faults = wanted
         return self.target.endpoints()
 
@@ -79,9 +81,8 @@ class FaultStack:
         urls = self.switch(*faults)
         env = self.target.environment("postgres")
         host = urlsplit(urls["postgres"]).netloc
-        urls["postgres"] = (
-            f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@{host}/"
-            f"{env['POSTGRES_DB']}"
+        urls["postgres"] = postgres_dsn(
+            host, env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]
         )
         return urls
 
@@ -89,7 +90,11 @@ class FaultStack:
 @pytest.fixture(scope="session")
 def fault_stack() -> Iterator[FaultStack]:
     target = ComposeTarget(
-        COMPOSE_FILE, new_project_name(), env={"APEX_FAULTS": ""}, progress=_progress
+        COMPOSE_FILE,
+        new_project_name(),
+        env={FAULTS_ENV: ""},
+        progress=_progress,
+        port_schemes=PORT_SCHEMES,
     )
     try:
         target.start()
@@ -110,7 +115,7 @@ async def concurrent_agent_runs(
     try:
         tag = uuid.uuid4().hex[:6]
         sessions = await asyncio.gather(
-            *(adapter.login(f"f{i}-{tag}@apex.test") for i in range(users))
+            *(adapter.login(f"f{i}-{tag}@{EMAIL_DOMAIN}") for i in range(users))
         )
         threads = await asyncio.gather(*(s.create_thread("t") for s in sessions))
         await asyncio.gather(*(s.connect() for s in sessions))

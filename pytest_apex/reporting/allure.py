@@ -23,7 +23,7 @@ import pytest
 from allure_commons.types import AttachmentType
 
 from pytest_apex.criteria import Criterion, format_number
-from pytest_apex.reporting.redact import redact
+from pytest_apex.redaction import redact
 from pytest_apex.targets.base import Target
 
 ENVIRONMENT_FILE: Final = "environment.properties"

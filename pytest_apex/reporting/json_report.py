@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from pytest_apex.config import ApexSettings
 from pytest_apex.criteria import Verdict
+from pytest_apex.settings import ApexSettings
 
 
 def prepare(

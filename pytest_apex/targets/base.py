@@ -8,6 +8,7 @@ give no container access by design (external ones).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -54,4 +55,31 @@ class Target(Protocol):
 
     def stop(self) -> None:
         """Tear the target down (a no-op for targets this run did not start)."""
+        ...
+
+
+@runtime_checkable
+class TargetProvider(Protocol):
+    """What ``pytest_apex_target_session`` returns: the run's target, from start to finish.
+
+    One per process. The controller's (or the only process's) provider owns the target and
+    tears it down in `finish`; an xdist worker's is built from what `workerinput` handed it.
+    The default is `pytest_apex.targets.lifecycle.TargetSession`; a fake or a custom
+    environment implements these four methods.
+    """
+
+    def acquire(self) -> Target:
+        """The running target, started on first call; raises with the reason it cannot be."""
+        ...
+
+    def describe(self) -> Mapping[str, str]:
+        """What the report says about the target (``target``, ``image.<service>``, ...)."""
+        ...
+
+    def workerinput(self) -> dict[str, str]:
+        """What an xdist worker needs to build its own provider for the same target."""
+        ...
+
+    def finish(self) -> None:
+        """Tear the target down (controller only); never raises."""
         ...

@@ -33,8 +33,6 @@ from pytest_apex.targets.runner import CommandRunner, SubprocessRunner
 
 ProgressCallback = Callable[[str], None]
 
-# Container ports whose published address is not HTTP.
-_SCHEMES = {5432: "postgresql", 6379: "redis"}
 _UP_TIMEOUT_S = 900.0  # a cold build of the reference stack takes about two minutes
 # `up --wait` alone waits forever for a health check that stays "starting" (a long
 # start_period, a check that hangs); past this it gives up and we diagnose instead.
@@ -100,8 +98,12 @@ class ComposeTarget:
         runner: CommandRunner | None = None,
         progress: ProgressCallback | None = None,
         wait_timeout: int = _WAIT_TIMEOUT_S,
+        port_schemes: Mapping[int, str] | None = None,
     ) -> None:
         self.compose_file = compose_file.resolve()
+        # Container port -> URL scheme of its published address (5432 -> postgresql); every
+        # other port is reached over http. The app's knowledge, handed in, not assumed here.
+        self.port_schemes: Mapping[int, str] = dict(port_schemes or {})
         self.project = project
         self.env = dict(env or {})
         self.runner: CommandRunner = runner or SubprocessRunner()
@@ -225,7 +227,7 @@ class ComposeTarget:
 
     def endpoints(self) -> dict[str, str]:
         if self._endpoints is None:
-            self._endpoints = _endpoints_of(self._ps())
+            self._endpoints = _endpoints_of(self._ps(), self.port_schemes)
         return dict(self._endpoints)
 
     def containers(self) -> list[ContainerInfo]:
@@ -491,7 +493,9 @@ def _publisher_rank(pub: Mapping[str, Any]) -> tuple[bool, int]:
     return (":" in str(pub.get("URL") or ""), int(pub.get("TargetPort") or 0))
 
 
-def _endpoints_of(entries: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+def _endpoints_of(
+    entries: Sequence[Mapping[str, Any]], port_schemes: Mapping[int, str] | None = None
+) -> dict[str, str]:
     """Base URL of each service with a published port, from `ps --format json` entries.
 
     A service's lowest published container port wins, an IPv4 address over an IPv6 one
@@ -507,7 +511,7 @@ def _endpoints_of(entries: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         if not published:
             continue
         pub = published[0]
-        scheme = _SCHEMES.get(int(pub.get("TargetPort") or 0), "http")
+        scheme = (port_schemes or {}).get(int(pub.get("TargetPort") or 0), "http")
         host = str(pub.get("URL") or "")
         if host in ("", "0.0.0.0", "::"):
             host = "127.0.0.1"

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import psutil
 from filelock import FileLock, Timeout
 
-from pytest_apex.reporting.redact import redact
+from pytest_apex.redaction import redact
+from pytest_apex.reference import FAULTS_ENV, PORT_SCHEMES
 from pytest_apex.targets.base import Target
 from pytest_apex.targets.compose import (
     ComposeTarget,
@@ -46,7 +47,7 @@ from pytest_apex.targets.external import ExternalTarget
 from pytest_apex.targets.runner import CommandRunner, CommandTimedOut, SubprocessRunner
 
 if TYPE_CHECKING:
-    from pytest_apex.config import ApexSettings
+    from pytest_apex.settings import ApexSettings
 
 RUN_PREFIX = "apexrun"
 KEEP_PREFIX = "apexkeep"
@@ -387,9 +388,14 @@ class TargetSession:
 
     def _compose_target(self, project: str) -> ComposeTarget:
         assert self.settings.stack is not None, "compose target without a compose file"
-        env = {"APEX_FAULTS": ",".join(self.settings.faults)}
+        env = {FAULTS_ENV: ",".join(self.settings.faults)}
         return ComposeTarget(
-            self.settings.stack, project, env=env, runner=self.runner, progress=self.progress
+            self.settings.stack,
+            project,
+            env=env,
+            runner=self.runner,
+            progress=self.progress,
+            port_schemes=PORT_SCHEMES,
         )
 
     def _start(self) -> _State:

@@ -15,12 +15,12 @@ from typing import Final
 
 import pytest
 
-from pytest_apex.config import Thresholds, settings_key
 from pytest_apex.fixtures import AgentRunner, UserFactory
 from pytest_apex.isolation.accounting import BreachKind
 from pytest_apex.isolation.database import violations_of_users
 from pytest_apex.isolation.scenario import ScenarioResult, ScenarioSpec, run_isolation_scenario
 from pytest_apex.recording import Check, CriteriaRecorder
+from pytest_apex.settings import ApexSettings, Thresholds
 
 pytestmark = pytest.mark.isolation
 
@@ -29,10 +29,6 @@ PROBES_PER_USER: Final = 3  # other users' threads each user tries to open by id
 RUN_TIMEOUT_S: Final = 20.0  # one run takes about a second at 150 users on the reference stack
 DEADLINE_S: Final = 300.0
 EXAMPLES: Final = 3
-
-
-def thresholds_of(config: pytest.Config) -> Thresholds:
-    return config.stash[settings_key].thresholds
 
 
 def breach_check(
@@ -79,9 +75,10 @@ async def test_concurrent_users_never_see_each_others_data(
     apex_criteria: CriteriaRecorder,
     apex_users: UserFactory,
     apex_run_agent: AgentRunner,
+    apex_settings: ApexSettings,
     request: pytest.FixtureRequest,
 ) -> None:
-    thresholds = thresholds_of(request.config)
+    thresholds = apex_settings.thresholds
     users = thresholds.integer("concurrent_users_min")
     spec = ScenarioSpec(
         users=users,

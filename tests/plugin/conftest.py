@@ -98,4 +98,5 @@ def apex(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> ApexPyte
     # Deterministic environment.properties and no stray settings from the outer run.
     monkeypatch.setenv("GITHUB_SHA", "0123456789abcdef")
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    monkeypatch.delenv("APEX_FAULTS", raising=False)  # the environment twin of --apex-faults
     return ApexPytester(pytester)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_apex.config import (
-    KNOWN_FAULTS,
+from pytest_apex.reference import FAULTS_ENV, KNOWN_FAULTS
+from pytest_apex.settings import (
     PROFILES,
     THRESHOLDS,
     ApexSettings,
@@ -138,6 +138,36 @@ def test_faults_ini_twin_is_read(apex: ApexPytester) -> None:
     # Apart from the test above: a reused stack refuses fault switches.
     apex.pytester.makeini("[pytest]\napex_faults = idor, memory_leak\n")
     assert _settings(apex).faults == ("idor", "memory_leak")
+
+
+def test_faults_environment_twin_is_honoured(
+    apex: ApexPytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reference stack's README documents `APEX_FAULTS=idor pytest -m isolation`: the
+    # plugin once replaced it with its own empty list and tested a clean stack.
+    monkeypatch.setenv(FAULTS_ENV, "idor")
+    assert _settings(apex).faults == ("idor",)
+
+
+def test_faults_precedence_is_cli_then_environment_then_ini(
+    apex: ApexPytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apex.pytester.makeini("[pytest]\napex_faults = memory_leak\n")
+    monkeypatch.setenv(FAULTS_ENV, "idor")
+    assert _settings(apex).faults == ("idor",)
+    assert _settings(apex, "--apex-faults=error_burst").faults == ("error_burst",)
+    monkeypatch.setenv(FAULTS_ENV, "")  # set but empty: a clean stack, whatever the ini says
+    assert _settings(apex).faults == ()
+    monkeypatch.delenv(FAULTS_ENV)
+    assert _settings(apex).faults == ("memory_leak",)
+
+
+def test_unknown_fault_in_the_environment_names_the_variable(
+    apex: ApexPytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAULTS_ENV, "idorr")
+    message = _usage_error(apex)
+    assert message.startswith(f"apex: {FAULTS_ENV} (environment): unknown fault 'idorr'")
 
 
 def test_command_line_wins_over_ini(apex: ApexPytester, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from pytest_apex.reporting.redact import MASK, RedactingFilter, redact, redact_bytes
+from pytest_apex.redaction import MASK, RedactingFilter, redact, redact_bytes
 from tests.plugin.conftest import ApexPytester
 
 JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLTEifQ.c2lnbmF0dXJlLWJ5dGVz"

@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 from filelock import FileLock
 
-from pytest_apex.config import ApexSettings
 from pytest_apex.fixtures import _containers_or_skip
+from pytest_apex.reference import PORT_SCHEMES
+from pytest_apex.settings import ApexSettings
 from pytest_apex.targets import compose, lifecycle
 from pytest_apex.targets.compose import ComposeTarget, _endpoints_of, _parse_ps
 from pytest_apex.targets.errors import (
@@ -481,7 +482,9 @@ EXPECTED_ENDPOINTS = {
 )
 def test_endpoints_from_compose_ps_json(compose_file: Path, output: str) -> None:
     runner = FakeDocker().on("compose", "ps", out=output)
-    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner)
+    target = ComposeTarget(
+        compose_file, "apexrun-1-abcdef", runner=runner, port_schemes=PORT_SCHEMES
+    )
     assert target.endpoints() == EXPECTED_ENDPOINTS
     assert target.endpoints() == EXPECTED_ENDPOINTS
     assert len(runner.ran("compose", "ps")) == 1  # cached
@@ -1076,7 +1079,9 @@ def test_apex_containers_fails_on_a_compose_target_docker_cannot_answer_for(
     compose_file: Path,
 ) -> None:
     runner = FakeDocker(HEALTHY).on("compose", "ps", rc=1, err="Cannot connect to the daemon")
-    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner)
+    target = ComposeTarget(
+        compose_file, "apexrun-1-abcdef", runner=runner, port_schemes=PORT_SCHEMES
+    )
     with pytest.raises(pytest.fail.Exception) as caught:
         _containers_or_skip(target)
     message = str(caught.value)
@@ -1097,7 +1102,9 @@ def test_apex_containers_skips_only_where_there_is_no_container_access(
     with pytest.raises(pytest.skip.Exception, match="external gives no container access"):
         _containers_or_skip(ExternalTarget({"backend": "https://staging.example"}))
     runner = FakeDocker(HEALTHY).on("docker", "inspect", do=_docker_inspect())
-    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner)
+    target = ComposeTarget(
+        compose_file, "apexrun-1-abcdef", runner=runner, port_schemes=PORT_SCHEMES
+    )
     assert [c.service for c in _containers_or_skip(target)] == ["backend", "redis"]
 
 

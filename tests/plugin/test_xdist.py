@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import pytest
 
 from pytest_apex import plugin
-from pytest_apex.config import ApexSettings
+from pytest_apex.settings import ApexSettings
 from tests.plugin.conftest import ApexPytester
 
 # Four tests over two workers, each recording criteria of its own.

@@ -1,0 +1,238 @@
+"""Resolving settings: command line over ini over profile defaults, every value validated.
+
+An unknown profile, threshold name or fault, a malformed value or a missing compose file
+raises `pytest.UsageError` naming the key and the accepted values, so a typo never turns into
+a silently different test run. This module reads no pytest objects: `resolve` takes plain
+values so it can be tested (and reused) without a pytest session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+import pytest
+
+from pytest_apex.reference import FAULTS_ENV, KNOWN_FAULTS
+from pytest_apex.settings.model import DEFAULT_REPORT, ApexSettings
+from pytest_apex.settings.thresholds import (
+    DEFAULT_PROFILE,
+    PROFILES,
+    THRESHOLDS,
+    Thresholds,
+    ThresholdValue,
+    did_you_mean,
+)
+
+URL_SCHEMES: Final[tuple[str, ...]] = (
+    "http",
+    "https",
+    "ws",
+    "wss",
+    "postgresql",
+    "postgres",
+    "redis",
+    "rediss",
+)
+
+# Option -> (CLI flag, ini name), for error messages that name exactly what the user typed.
+OPTION_KEYS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
+    {
+        "stack": ("--apex-stack", "apex_stack"),
+        "urls": ("--apex-url", "apex_urls"),
+        "profile": ("--apex-profile", "apex_profile"),
+        "keep": ("--apex-keep", "apex_keep"),
+        "reuse": ("--apex-reuse", "apex_reuse"),
+        "report": ("--apex-report", "apex_report"),
+        "thresholds": ("--apex-threshold", "apex_thresholds"),
+        "faults": ("--apex-faults", "apex_faults"),
+    }
+)
+
+# Options that also have an environment twin, read between the command line and the ini
+# file: the reference stack's README documents `APEX_FAULTS=idor pytest ...`, so the variable
+# must mean the same to the plugin as to the stack (never silently replaced by an empty list).
+ENV_TWINS: Final[Mapping[str, str]] = MappingProxyType({"faults": FAULTS_ENV})
+
+Source = Literal["cli", "env", "ini"]
+
+
+@dataclass(frozen=True)
+class RawOptions:
+    """Unvalidated option values from one source; None (or empty) means "not given there".
+
+    `base` is the directory relative paths from this source resolve against: the invocation
+    directory for the command line, the ini file's directory for the ini file.
+    """
+
+    source: Source
+    base: Path
+    stack: str | None = None
+    urls: Sequence[str] | None = None
+    profile: str | None = None
+    keep: bool | None = None
+    reuse: bool | None = None
+    report: str | None = None
+    thresholds: Sequence[str] = ()
+    faults: str | None = None
+
+    def key(self, option: str) -> str:
+        if self.source == "env":
+            return f"{ENV_TWINS[option]} (environment)"
+        cli, ini = OPTION_KEYS[option]
+        return cli if self.source == "cli" else ini
+
+
+def _error(key: str, problem: str, accepted: str) -> pytest.UsageError:
+    return pytest.UsageError(f"apex: {key}: {problem}; accepted: {accepted}")
+
+
+def _pick(option: str, cli: RawOptions, ini: RawOptions) -> tuple[Any, RawOptions]:
+    """The command line's value when given there, else the ini file's, with its source."""
+    value = getattr(cli, option)
+    if value is not None:
+        return value, cli
+    return getattr(ini, option), ini
+
+
+def _resolve_profile(cli: RawOptions, ini: RawOptions) -> str:
+    value, source = _pick("profile", cli, ini)
+    profile = (value or DEFAULT_PROFILE).strip()
+    if profile not in PROFILES:
+        raise _error(
+            source.key("profile"),
+            f"unknown profile {profile!r}{did_you_mean(profile, PROFILES)}",
+            ", ".join(PROFILES),
+        )
+    return profile
+
+
+def _resolve_urls(cli: RawOptions, ini: RawOptions) -> dict[str, str]:
+    # The command line replaces the ini list as a whole: a target is one deployment, and
+    # mixing services of two deployments would test neither.
+    entries, source = (cli.urls, cli) if cli.urls else (ini.urls or (), ini)
+    urls: dict[str, str] = {}
+    for entry in entries:
+        if not entry.strip():
+            continue
+        service, sep, url = entry.partition("=")
+        service, url = service.strip(), url.strip()
+        parts = urlsplit(url)
+        if not sep or not service or not url:
+            raise _error(
+                source.key("urls"),
+                f"{entry!r} is not SERVICE=URL",
+                "SERVICE=URL, e.g. backend=https://staging.example.com",
+            )
+        if parts.scheme not in URL_SCHEMES or not parts.netloc:
+            raise _error(
+                source.key("urls"),
+                f"{service}: {url!r} is not an absolute URL",
+                f"URLs with scheme {', '.join(URL_SCHEMES)}, e.g. {service}=http://127.0.0.1:8000",
+            )
+        urls[service] = url.rstrip("/")
+    return urls
+
+
+def _resolve_path(value: str, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _resolve_stack(cli: RawOptions, ini: RawOptions, external: bool) -> Path | None:
+    value, source = _pick("stack", cli, ini)
+    if not value:
+        return None
+    stack = _resolve_path(value, source.base)
+    # An external target needs no compose file, so a stale ini entry must not block it.
+    if not external and not stack.is_file():
+        raise _error(
+            source.key("stack"),
+            f"compose file {str(stack)!r} does not exist",
+            "the path of a docker compose file (relative to "
+            + ("the current directory" if source.source == "cli" else "the ini file")
+            + "), or --apex-url SERVICE=URL for an already-deployed stack",
+        )
+    return stack
+
+
+def _parse_thresholds(source: RawOptions) -> dict[str, ThresholdValue]:
+    values: dict[str, ThresholdValue] = {}
+    key = source.key("thresholds")
+    for entry in source.thresholds:
+        if not entry.strip():
+            continue
+        name, sep, text = entry.partition("=")
+        name = name.strip()
+        if not sep:
+            raise _error(key, f"{entry!r} is not NAME=VALUE", "NAME=VALUE, e.g. p95_s_max=1.5")
+        spec = THRESHOLDS.get(name)
+        if spec is None:
+            raise _error(
+                key,
+                f"unknown threshold {name!r}{did_you_mean(name, THRESHOLDS)}",
+                ", ".join(THRESHOLDS),
+            )
+        try:
+            values[name] = spec.parse(text)
+        except ValueError:
+            raise _error(
+                f"{key} {name}", f"{text.strip()!r} is not valid for {name}", spec.expected
+            ) from None
+    return values
+
+
+def _resolve_faults(cli: RawOptions, env: RawOptions, ini: RawOptions) -> tuple[str, ...]:
+    value, source = _pick("faults", cli, env)
+    if value is None:
+        value, source = ini.faults, ini
+    names = tuple(dict.fromkeys(f.strip() for f in (value or "").split(",") if f.strip()))
+    for name in names:
+        if name not in KNOWN_FAULTS:
+            raise _error(
+                source.key("faults"),
+                f"unknown fault {name!r}{did_you_mean(name, KNOWN_FAULTS)}",
+                ", ".join(KNOWN_FAULTS),
+            )
+    return names
+
+
+def resolve(
+    cli: RawOptions, ini: RawOptions, *, rootdir: Path, env: RawOptions | None = None
+) -> ApexSettings:
+    """Merge command line over environment over ini over profile defaults, validating all.
+
+    Only the options in `ENV_TWINS` are read from `env`; an environment variable that is set,
+    even to "", counts as given (``APEX_FAULTS= pytest`` runs a clean stack whatever the ini
+    file says).
+    """
+    env = env or RawOptions(source="env", base=cli.base)
+    profile = _resolve_profile(cli, ini)
+    urls = _resolve_urls(cli, ini)
+    overrides = _parse_thresholds(ini) | _parse_thresholds(cli)
+    report, report_source = _pick("report", cli, ini)
+    reuse, reuse_source = _pick("reuse", cli, ini)
+    faults = _resolve_faults(cli, env, ini)
+    if reuse and faults:
+        # A reused stack runs with the faults it was started with; accepting both would
+        # report a fault drill that never happened.
+        raise _error(
+            reuse_source.key("reuse"),
+            f"cannot switch faults ({','.join(faults)}) on a stack that is reused as it runs",
+            "--apex-faults with a new stack, or --apex-reuse without --apex-faults",
+        )
+    return ApexSettings(
+        profile=profile,
+        stack=_resolve_stack(cli, ini, external=bool(urls)),
+        urls=MappingProxyType(urls),
+        keep=bool(_pick("keep", cli, ini)[0]),
+        reuse=bool(reuse),
+        report=_resolve_path(report or DEFAULT_REPORT, report_source.base if report else rootdir),
+        thresholds=Thresholds(overrides, profile=profile, overridden=overrides),
+        faults=faults,
+        rootdir=rootdir,
+    )
