@@ -12,11 +12,12 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
 Op = Literal["<", "<=", ">", ">=", "=="]
+Outcome = Literal["pass", "fail", "inconclusive"]
 
 OPS: Final[tuple[Op, ...]] = ("<", "<=", ">", ">=", "==")
 
@@ -89,9 +90,11 @@ def _with_unit(value: float, unit: str) -> str:
 class Criterion:
     """One success criterion: `observed op threshold`, e.g. load p95 1.2 s < 2.0 s.
 
-    `passed` is computed, never given, so a criterion cannot claim a result its numbers do
-    not support. A NaN observation (an empty metric) fails every comparison: "no data" must
-    never pass a gate.
+    Its `outcome` is computed, never given, so a criterion cannot claim a result its numbers
+    do not support. It is *inconclusive* when there was nothing to compare: the observation
+    is missing or NaN (an empty metric), it stands on fewer `samples` than `min_samples`, or
+    the check could not run (`inconclusive` says why). No data never passes a gate, and it
+    never reads as a breach of the app either.
     """
 
     suite: str
@@ -102,43 +105,64 @@ class Criterion:
     unit: str = ""
     stage: Stage | None = None
     test: str = ""  # node id of the test that recorded it ("" outside a test)
+    samples: int | None = None  # how many observations `observed` stands on (None: not counted)
+    min_samples: int = 0  # fewer samples than this: inconclusive
+    inconclusive: str = ""  # why the check could not run ("" when it ran)
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
             raise ValueError(f"criterion op {self.op!r} is not one of {', '.join(OPS)}")
         if not self.suite or not self.name:
             raise ValueError("a criterion needs a suite and a name")
+        if self.min_samples < 0 or (self.samples is not None and self.samples < 0):
+            raise ValueError("samples and min_samples must be >= 0")
+
+    @property
+    def reason(self) -> str:
+        """Why the criterion is inconclusive ("" when it could be judged)."""
+        if self.inconclusive:
+            return self.inconclusive
+        if math.isnan(self.observed):
+            return "nothing was observed (the value is missing or NaN)"
+        if math.isnan(self.threshold):
+            return "no threshold to compare with"
+        if self.samples is not None and self.samples < self.min_samples:
+            return f"{self.samples} samples, fewer than the {self.min_samples} needed"
+        return ""
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.reason:
+            return "inconclusive"
+        return "pass" if _holds(self.observed, self.op, self.threshold) else "fail"
 
     @property
     def passed(self) -> bool:
-        observed, threshold = self.observed, self.threshold
-        if math.isnan(observed) or math.isnan(threshold):
-            return False
-        match self.op:
-            case "<":
-                return observed < threshold
-            case "<=":
-                return observed <= threshold
-            case ">":
-                return observed > threshold
-            case ">=":
-                return observed >= threshold
-            case "==":
-                return observed == threshold
-        raise AssertionError(f"unreachable op {self.op!r}")  # pragma: no cover
+        return self.outcome == "pass"
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "fail"
 
     @property
     def message(self) -> str:
         """``load p95 2.41 s >= 2.00 s at 150 users (stage 5/5)``: what was seen, in one line.
 
         A passed criterion shows its op (``1.20 s < 2.00 s``); a failed one the negated op,
-        so the line states the observation rather than the requirement.
+        so the line states the observation rather than the requirement; an inconclusive one
+        says so, with the requirement and the reason.
         """
-        op = self.op if self.passed else NEGATED_OPS[self.op]
-        text = (
-            f"{self.suite} {self.name} {_with_unit(self.observed, self.unit)} "
-            f"{op} {_with_unit(self.threshold, self.unit)}"
-        )
+        if self.outcome == "inconclusive":
+            text = (
+                f"{self.suite} {self.name} inconclusive "
+                f"(needs {self.op} {_with_unit(self.threshold, self.unit)}): {self.reason}"
+            )
+        else:
+            op = self.op if self.passed else NEGATED_OPS[self.op]
+            text = (
+                f"{self.suite} {self.name} {_with_unit(self.observed, self.unit)} "
+                f"{op} {_with_unit(self.threshold, self.unit)}"
+            )
         return f"{text} {self.stage.describe()}" if self.stage else text
 
     def to_json(self) -> dict[str, Any]:
@@ -150,15 +174,24 @@ class Criterion:
             "op": self.op,
             "unit": self.unit,
             "stage": self.stage.to_json() if self.stage else None,
+            "outcome": self.outcome,
+            "reason": self.reason,
             "passed": self.passed,
+            "samples": self.samples,
+            "min_samples": self.min_samples,
             "test": self.test,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Criterion:
-        """Inverse of `to_json`; `passed` is recomputed, not trusted."""
+        """Inverse of `to_json`; the outcome is recomputed, not trusted.
+
+        A stored reason is kept as the "could not run" reason only when the numbers alone
+        would not explain it, so a round trip gives the same outcome and reason.
+        """
         stage = data.get("stage")
-        return cls(
+        samples = data.get("samples")
+        criterion = cls(
             suite=str(data["suite"]),
             name=str(data["name"]),
             observed=_number_from_json(data["observed"]),
@@ -167,7 +200,28 @@ class Criterion:
             unit=str(data.get("unit", "")),
             stage=Stage.from_json(stage) if stage else None,
             test=str(data.get("test", "")),
+            samples=None if samples is None else int(samples),
+            min_samples=int(data.get("min_samples") or 0),
         )
+        reason = str(data.get("reason") or "")
+        if data.get("outcome") == "inconclusive" and reason and criterion.reason != reason:
+            criterion = replace(criterion, inconclusive=reason)
+        return criterion
+
+
+def _holds(observed: float, op: Op, threshold: float) -> bool:
+    match op:
+        case "<":
+            return observed < threshold
+        case "<=":
+            return observed <= threshold
+        case ">":
+            return observed > threshold
+        case ">=":
+            return observed >= threshold
+        case "==":
+            return observed == threshold
+    raise AssertionError(f"unreachable op {op!r}")  # pragma: no cover
 
 
 def _json_number(value: float) -> float | None:
@@ -216,20 +270,26 @@ class Verdict:
 
     @property
     def failed_criteria(self) -> list[Criterion]:
-        return [c for c in self.criteria if not c.passed]
+        return [c for c in self.criteria if c.failed]
+
+    @property
+    def inconclusive_criteria(self) -> list[Criterion]:
+        return [c for c in self.criteria if c.outcome == "inconclusive"]
 
     @property
     def passed(self) -> bool:
         return not self.session_failed and not self.failed_criteria
 
     @property
-    def status(self) -> Literal["pass", "fail", "inconclusive"]:
-        """`inconclusive` when nothing was measured: a run whose every check skipped (a
-        missing endpoint, no container access) proved nothing, and must not read as a pass
-        (Argo Rollouts' analysis runs make the same distinction)."""
+    def status(self) -> Outcome:
+        """`fail` if anything failed; else `inconclusive` if any criterion is, or nothing was
+        measured at all (a run whose every check skipped proved nothing, and must not read
+        as a pass; Argo Rollouts' analysis runs make the same distinction); else `pass`."""
         if not self.passed:
             return "fail"
-        return "pass" if self.criteria else "inconclusive"
+        if not self.criteria or self.inconclusive_criteria:
+            return "inconclusive"
+        return "pass"
 
     def by_suite(self) -> dict[str, list[Criterion]]:
         """Criteria grouped by suite, suites in canonical order, criteria in recorded order."""

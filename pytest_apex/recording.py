@@ -44,6 +44,14 @@ def _number(value: float) -> float:
     return float(value)
 
 
+class Inconclusive(pytest.skip.Exception):  # type: ignore[misc,name-defined]
+    """Raised when a test's criteria held as far as they could be judged, but some could not.
+
+    A skip to pytest (nothing the app did failed), and the criteria it recorded make the
+    verdict inconclusive. Its message names every criterion that could not be judged and why.
+    """
+
+
 class CriteriaRecorder:
     """Records criteria into the run's verdict on behalf of one test."""
 
@@ -69,8 +77,16 @@ class CriteriaRecorder:
         unit: str = "",
         stage: Stage | None = None,
         suite: str | None = None,
+        *,
+        samples: int | None = None,
+        min_samples: int = 0,
+        inconclusive: str = "",
     ) -> Criterion:
-        """Record a criterion without failing the test; returns it (see ``.passed``)."""
+        """Record a criterion without failing the test; returns it (see ``.outcome``).
+
+        `samples`/`min_samples`: how many observations the value stands on and how many it
+        needs; `inconclusive`: why the check could not run. Either makes it inconclusive.
+        """
         suite = suite or self._suite
         if not suite:
             raise TypeError(
@@ -86,6 +102,9 @@ class CriteriaRecorder:
             unit=unit,
             stage=stage,
             test=self._node.nodeid if self._node is not None else "",
+            samples=samples,
+            min_samples=min_samples,
+            inconclusive=inconclusive,
         )
         self._verdict.add(criterion)
         self.recorded.append(criterion)
@@ -103,12 +122,30 @@ class CriteriaRecorder:
         unit: str = "",
         stage: Stage | None = None,
         suite: str | None = None,
+        *,
+        samples: int | None = None,
+        min_samples: int = 0,
+        inconclusive: str = "",
     ) -> Criterion:
-        """Record a criterion and fail the test with its message when it does not hold."""
+        """Record a criterion; fail the test with its message when it does not hold, and
+        raise `Inconclusive` when it could not be judged."""
         __tracebackhide__ = True
-        criterion = self.record(name, observed, threshold, op, unit, stage, suite)
-        if not criterion.passed:
+        criterion = self.record(
+            name,
+            observed,
+            threshold,
+            op,
+            unit,
+            stage,
+            suite,
+            samples=samples,
+            min_samples=min_samples,
+            inconclusive=inconclusive,
+        )
+        if criterion.failed:
             raise AssertionError(criterion.message)
+        if criterion.outcome == "inconclusive":
+            raise Inconclusive(criterion.message)
         return criterion
 
     def check_threshold(
@@ -119,6 +156,9 @@ class CriteriaRecorder:
         name: str | None = None,
         stage: Stage | None = None,
         suite: str | None = None,
+        samples: int | None = None,
+        min_samples: int = 0,
+        inconclusive: str = "",
     ) -> Criterion:
         """`check` against a configured threshold, taking its value, op and unit from settings.
 
@@ -142,29 +182,45 @@ class CriteriaRecorder:
             unit=spec.unit,
             stage=stage,
             suite=suite,
+            samples=samples,
+            min_samples=min_samples,
+            inconclusive=inconclusive,
         )
 
     def judge(self, checks: Iterable[Check]) -> list[Criterion]:
         """Record every check, then fail naming each one that did not hold.
 
         All are recorded before failing so the verdict stays complete: one dependency down
-        must not hide the state of the others. No checks at all is a failure too: a test
-        that measured nothing proved nothing.
+        must not hide the state of the others. Failures fail the test (listing any
+        inconclusive checks too); with no failure, inconclusive checks raise `Inconclusive`.
+        No checks at all is inconclusive: a test that measured nothing proved nothing.
         """
         __tracebackhide__ = True
         checks = list(checks)
         if not checks:
-            pytest.fail("nothing to check: the target exposes none of what this test needs")
-        recorded, failures = [], []
+            raise Inconclusive("nothing to check: the target exposes none of what this test needs")
+        recorded, failures, undecided = [], [], []
         for check in checks:
             criterion = self.record(
-                check.name, check.observed, check.threshold, check.op, unit=check.unit
+                check.name,
+                check.observed,
+                check.threshold,
+                check.op,
+                unit=check.unit,
+                samples=check.samples,
+                min_samples=check.min_samples,
+                inconclusive=check.inconclusive,
             )
             recorded.append(criterion)
-            if not criterion.passed:
-                failures.append(criterion.message + (f": {check.detail}" if check.detail else ""))
+            line = criterion.message + (f": {check.detail}" if check.detail else "")
+            if criterion.failed:
+                failures.append(line)
+            elif criterion.outcome == "inconclusive":
+                undecided.append(line)
         if failures:
-            raise AssertionError("\n".join(failures))
+            raise AssertionError("\n".join(failures + undecided))
+        if undecided:
+            raise Inconclusive("\n".join(undecided))
         return recorded
 
 
@@ -178,6 +234,9 @@ class Check:
     op: Op
     unit: str = ""
     detail: str = ""
+    samples: int | None = None  # how many observations `observed` stands on
+    min_samples: int = 0  # fewer samples than this: inconclusive
+    inconclusive: str = ""  # why the check could not run ("" when it ran)
 
 
 @pytest.fixture

@@ -59,7 +59,11 @@ def test_report_is_written_on_failure_with_every_criterion(apex: ApexPytester) -
         "op": "<",
         "unit": "s",
         "stage": {"index": 5, "count": 5, "users": 150},
+        "outcome": "fail",
+        "reason": "",
         "passed": False,
+        "samples": None,
+        "min_samples": 0,
         "test": "test_report_is_written_on_failure_with_every_criterion.py::test_p95_breached",
     }
     assert report["thresholds"]["p95_s_max"] == 2.0
