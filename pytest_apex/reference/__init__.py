@@ -10,6 +10,7 @@ from pytest_apex.reference.stack import (
     FAULTS_ENV,
     KNOWN_FAULTS,
     PORT_SCHEMES,
+    reference_description,
 )
 
-__all__ = ["EMAIL_DOMAIN", "FAULTS_ENV", "KNOWN_FAULTS", "PORT_SCHEMES"]
+__all__ = ["EMAIL_DOMAIN", "FAULTS_ENV", "KNOWN_FAULTS", "PORT_SCHEMES", "reference_description"]

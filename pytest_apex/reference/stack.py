@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
 from types import MappingProxyType
 from typing import Final
+
+from pytest_apex.app import AppDescription, find_description, load_description
 
 # The environment variable through which the reference stack's services read their fault
 # switches (fixtures/stack/README.md). It is also the environment twin of --apex-faults.
@@ -28,3 +32,11 @@ PORT_SCHEMES: Final[Mapping[int, str]] = MappingProxyType({5432: "postgresql", 6
 
 # Domain of the e-mail addresses the suites sign users up with on the reference stack.
 EMAIL_DOMAIN: Final = "apex.test"
+
+
+@cache
+def reference_description() -> AppDescription:
+    """The reference stack's app description (``app.toml`` beside this module)."""
+    path = Path(__file__).with_name("app.toml")
+    data, source = find_description(path.parent, explicit=path)
+    return load_description(data, source)
