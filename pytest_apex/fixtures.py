@@ -18,6 +18,7 @@ import pytest
 from pytest_apex._stash import target_session_key
 from pytest_apex.adapters.apex import ApexAdapter
 from pytest_apex.adapters.base import AgentRun, AppAdapter, UserSession
+from pytest_apex.app import AppDescription
 from pytest_apex.dsn import postgres_dsn
 from pytest_apex.reference import EMAIL_DOMAIN
 from pytest_apex.reporting import allure as allure_report
@@ -34,6 +35,15 @@ def apex_settings(pytestconfig: pytest.Config) -> ApexSettings:
     thresholds (or a whole other settings object) from its conftest.py.
     """
     return pytestconfig.stash[settings_key]
+
+
+@pytest.fixture(scope="session")
+def apex_app(apex_settings: ApexSettings) -> AppDescription:
+    """The description of the app under test (the project's own, or the reference stack's).
+
+    Override it in conftest.py to build a description in Python instead of TOML.
+    """
+    return apex_settings.app
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ from typing import Final
 
 import pytest
 
+from pytest_apex.app import AppDescription
+from pytest_apex.reference import reference_description
 from pytest_apex.settings.thresholds import DEFAULT_PROFILE, Thresholds
 
 DEFAULT_REPORT: Final = ".apex/report.json"
@@ -28,6 +30,7 @@ class ApexSettings:
     thresholds: Thresholds = field(default_factory=Thresholds.defaults)
     faults: tuple[str, ...] = ()
     rootdir: Path = Path()
+    app: AppDescription = field(default_factory=reference_description)
 
     @property
     def is_external(self) -> bool:

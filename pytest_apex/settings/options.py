@@ -81,10 +81,20 @@ def add_options(parser: pytest.Parser) -> None:
     option(
         "--apex-faults",
         "apex_faults",
-        f"comma-separated fault switches of the reference stack: {', '.join(KNOWN_FAULTS)}; "
-        f"environment twin {FAULTS_ENV} (the command line wins over it, it wins over the ini)",
+        "comma-separated fault switches of the app (its description's [faults]; the "
+        f"reference stack's: {', '.join(KNOWN_FAULTS)}); environment twin: the app's fault "
+        f"variable ({FAULTS_ENV} for the reference stack), which wins over the ini",
         "string",
         metavar="LIST",
+    )
+    option(
+        "--apex-app",
+        "apex_app",
+        "the app description (a TOML file with an [app] table, or a pyproject.toml with "
+        "[tool.pytest-apex.app]); default: apex.toml or pyproject.toml beside the ini file, "
+        "else the reference stack's",
+        "string",
+        metavar="PATH",
     )
 
 
@@ -103,6 +113,7 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         report=option.apex_report,
         thresholds=option.apex_thresholds or (),
         faults=option.apex_faults,
+        app=option.apex_app,
     )
     ini_value: Callable[[str], Any] = config.getini
     ini = RawOptions(
@@ -116,10 +127,6 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         report=ini_value("apex_report") or None,
         thresholds=ini_value("apex_thresholds") or (),
         faults=ini_value("apex_faults") or None,
+        app=ini_value("apex_app") or None,
     )
-    env = RawOptions(
-        source="env",
-        base=config.invocation_params.dir,
-        faults=os.environ.get(FAULTS_ENV),
-    )
-    return resolve(cli, ini, rootdir=config.rootpath, env=env)
+    return resolve(cli, ini, rootdir=config.rootpath, project_dir=ini_base, environ=os.environ)

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pytest_apex.reference import FAULTS_ENV, KNOWN_FAULTS
+from pytest_apex.app import AppDescription, DescriptionError, find_description, load_description
+from pytest_apex.reference import reference_description
 from pytest_apex.settings.model import DEFAULT_REPORT, ApexSettings
 from pytest_apex.settings.thresholds import (
     DEFAULT_PROFILE,
@@ -50,15 +51,11 @@ OPTION_KEYS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "report": ("--apex-report", "apex_report"),
         "thresholds": ("--apex-threshold", "apex_thresholds"),
         "faults": ("--apex-faults", "apex_faults"),
+        "app": ("--apex-app", "apex_app"),
     }
 )
 
-# Options that also have an environment twin, read between the command line and the ini
-# file: the reference stack's README documents `APEX_FAULTS=idor pytest ...`, so the variable
-# must mean the same to the plugin as to the stack (never silently replaced by an empty list).
-ENV_TWINS: Final[Mapping[str, str]] = MappingProxyType({"faults": FAULTS_ENV})
-
-Source = Literal["cli", "env", "ini"]
+Source = Literal["cli", "ini"]
 
 
 @dataclass(frozen=True)
@@ -79,10 +76,9 @@ class RawOptions:
     report: str | None = None
     thresholds: Sequence[str] = ()
     faults: str | None = None
+    app: str | None = None
 
     def key(self, option: str) -> str:
-        if self.source == "env":
-            return f"{ENV_TWINS[option]} (environment)"
         cli, ini = OPTION_KEYS[option]
         return cli if self.source == "cli" else ini
 
@@ -186,37 +182,70 @@ def _parse_thresholds(source: RawOptions) -> dict[str, ThresholdValue]:
     return values
 
 
-def _resolve_faults(cli: RawOptions, env: RawOptions, ini: RawOptions) -> tuple[str, ...]:
-    value, source = _pick("faults", cli, env)
-    if value is None:
-        value, source = ini.faults, ini
+def _resolve_app(cli: RawOptions, ini: RawOptions, project_dir: Path) -> AppDescription:
+    """The app under test: the description named by --apex-app / apex_app, else the project's
+    own (``apex.toml`` or ``[tool.pytest-apex.app]`` in pyproject.toml), else the reference
+    stack's."""
+    value, source = _pick("app", cli, ini)
+    explicit = _resolve_path(value, source.base) if value else None
+    key = source.key("app") if value else "app description"
+    try:
+        data, found_in = find_description(project_dir, explicit)
+        return load_description(data, found_in) if found_in else reference_description()
+    except DescriptionError as exc:
+        raise pytest.UsageError(f"apex: {key}: {exc}") from None
+
+
+def _resolve_faults(
+    cli: RawOptions, ini: RawOptions, app: AppDescription, environ: Mapping[str, str]
+) -> tuple[str, ...]:
+    """The fault switches to turn on: command line, else the app's own fault variable in the
+    environment, else the ini file.
+
+    The app's variable is the environment twin (the reference stack's README documents
+    ``APEX_FAULTS=idor pytest ...``): it must mean the same to the plugin as to the app, and
+    never be silently replaced by an empty list. Set but empty, it means "no faults".
+    """
+    variable = app.faults.env if app.faults else ""
+    if cli.faults is not None:
+        value, key = cli.faults, cli.key("faults")
+    elif variable and variable in environ:
+        value, key = environ[variable], f"{variable} (environment)"
+    else:
+        value, key = ini.faults, ini.key("faults")
     names = tuple(dict.fromkeys(f.strip() for f in (value or "").split(",") if f.strip()))
+    known = app.faults.known if app.faults else ()
     for name in names:
-        if name not in KNOWN_FAULTS:
+        if name not in known:
             raise _error(
-                source.key("faults"),
-                f"unknown fault {name!r}{did_you_mean(name, KNOWN_FAULTS)}",
-                ", ".join(KNOWN_FAULTS),
+                key,
+                f"unknown fault {name!r}{did_you_mean(name, known)}",
+                ", ".join(known)
+                or f"none: the app description of {app.name} declares no fault switches",
             )
     return names
 
 
 def resolve(
-    cli: RawOptions, ini: RawOptions, *, rootdir: Path, env: RawOptions | None = None
+    cli: RawOptions,
+    ini: RawOptions,
+    *,
+    rootdir: Path,
+    project_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> ApexSettings:
-    """Merge command line over environment over ini over profile defaults, validating all.
+    """Merge command line over environment twins over ini over defaults, validating all.
 
-    Only the options in `ENV_TWINS` are read from `env`; an environment variable that is set,
-    even to "", counts as given (``APEX_FAULTS= pytest`` runs a clean stack whatever the ini
-    file says).
+    `project_dir` is where the project's own app description is looked for (the ini file's
+    directory; `rootdir` when not given).
     """
-    env = env or RawOptions(source="env", base=cli.base)
+    app = _resolve_app(cli, ini, project_dir or rootdir)
     profile = _resolve_profile(cli, ini)
     urls = _resolve_urls(cli, ini)
     overrides = _parse_thresholds(ini) | _parse_thresholds(cli)
     report, report_source = _pick("report", cli, ini)
     reuse, reuse_source = _pick("reuse", cli, ini)
-    faults = _resolve_faults(cli, env, ini)
+    faults = _resolve_faults(cli, ini, app, environ or {})
     if reuse and faults:
         # A reused stack runs with the faults it was started with; accepting both would
         # report a fault drill that never happened.
@@ -235,4 +264,5 @@ def resolve(
         thresholds=Thresholds(overrides, profile=profile, overridden=overrides),
         faults=faults,
         rootdir=rootdir,
+        app=app,
     )

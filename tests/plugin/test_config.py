@@ -27,6 +27,7 @@ OPTIONS = {
     "--apex-report": "apex_report",
     "--apex-threshold": "apex_thresholds",
     "--apex-faults": "apex_faults",
+    "--apex-app": "apex_app",
 }
 
 
@@ -168,6 +169,56 @@ def test_unknown_fault_in_the_environment_names_the_variable(
     monkeypatch.setenv(FAULTS_ENV, "idorr")
     message = _usage_error(apex)
     assert message.startswith(f"apex: {FAULTS_ENV} (environment): unknown fault 'idorr'")
+
+
+NOTES_APP = """
+[app]
+name = "notes"
+faults = { env = "NOTES_BUGS", known = ["notebook_idor"] }
+services = { api = { role = "api" } }
+"""
+
+
+def test_without_a_description_the_reference_stack_is_described(apex: ApexPytester) -> None:
+    assert _settings(apex).app.name == "apex"
+
+
+def test_the_projects_own_description_is_found_beside_the_ini(apex: ApexPytester) -> None:
+    apex.pytester.makefile(".toml", apex=NOTES_APP)
+    assert _settings(apex).app.name == "notes"
+
+
+def test_an_invalid_description_stops_the_run_naming_the_key(apex: ApexPytester) -> None:
+    apex.pytester.makefile(".toml", apex=NOTES_APP.replace('role = "api"', 'role = "apii"'))
+    message = _usage_error(apex)
+    assert message.startswith("apex: app description: the app description (")
+    assert "services.api.role: 'apii' is not accepted (did you mean 'api'?)" in message
+
+
+def test_apex_app_names_a_description_file(apex: ApexPytester) -> None:
+    apex.pytester.makefile(".toml", notes=NOTES_APP)
+    assert _settings(apex, "--apex-app=notes.toml").app.name == "notes"
+    message = _usage_error(apex, "--apex-app=missing.toml")
+    assert message.startswith("apex: --apex-app: app description ")
+    assert "missing.toml does not exist" in message
+
+
+def test_faults_are_the_apps_own_with_its_variable_as_environment_twin(
+    apex: ApexPytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apex.pytester.makefile(".toml", apex=NOTES_APP)
+    monkeypatch.setenv("NOTES_BUGS", "notebook_idor")
+    monkeypatch.setenv(FAULTS_ENV, "idor")  # the reference stack's variable means nothing here
+    assert _settings(apex).faults == ("notebook_idor",)
+    message = _usage_error(apex, "--apex-faults=idor")
+    assert "unknown fault 'idor'" in message
+    assert "accepted: notebook_idor" in message
+
+
+def test_an_app_without_fault_switches_refuses_them(apex: ApexPytester) -> None:
+    apex.pytester.makefile(".toml", apex=NOTES_APP.replace("faults = {", "# faults = {"))
+    message = _usage_error(apex, "--apex-faults=idor")
+    assert "declares no fault switches" in message
 
 
 def test_command_line_wins_over_ini(apex: ApexPytester, tmp_path: Path) -> None:
