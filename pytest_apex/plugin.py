@@ -31,6 +31,7 @@ from pytest_apex.settings import (
     settings_from_pytest_config,
     settings_key,
 )
+from pytest_apex.settings.spelling import misread_rootdir
 from pytest_apex.targets.base import Target
 
 if TYPE_CHECKING:
@@ -86,6 +87,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if _informational(config):
         return
 
+    misread = misread_rootdir(
+        config.invocation_params.args,
+        config.invocation_params.dir,
+        config.inipath,
+        config.rootpath,
+    )
+    if misread:
+        raise pytest.UsageError(misread)
     settings = settings_from_pytest_config(config)  # UsageError on any bad value
     config.stash[settings_key] = settings
     config.stash[verdict_key] = Verdict(profile=settings.profile)
