@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import pytest
 
+from pytest_apex.exitstatus import INCONCLUSIVE_EXIT
 from pytest_apex.reference import FAULTS_ENV, KNOWN_FAULTS
 from pytest_apex.settings.model import DEFAULT_REPORT, ApexSettings
 from pytest_apex.settings.resolve import RawOptions, resolve
@@ -86,6 +87,15 @@ def add_options(parser: pytest.Parser) -> None:
         "string",
         metavar="LIST",
     )
+    option(
+        "--apex-inconclusive",
+        "apex_inconclusive",
+        "exit status of a run whose verdict is inconclusive (nothing failed, something could "
+        f"not be judged): 'fail' (default) exits {INCONCLUSIVE_EXIT}, 'pass' exits 0; either "
+        "way the report says inconclusive. A failed criterion exits 1",
+        "string",
+        metavar="fail|pass",
+    )
 
 
 def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
@@ -103,6 +113,7 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         report=option.apex_report,
         thresholds=option.apex_thresholds or (),
         faults=option.apex_faults,
+        inconclusive=option.apex_inconclusive,
     )
     ini_value: Callable[[str], Any] = config.getini
     ini = RawOptions(
@@ -116,6 +127,7 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         report=ini_value("apex_report") or None,
         thresholds=ini_value("apex_thresholds") or (),
         faults=ini_value("apex_faults") or None,
+        inconclusive=ini_value("apex_inconclusive") or None,
     )
     env = RawOptions(
         source="env",

@@ -94,7 +94,7 @@ def test_default_session_hook_uses_the_lifecycle_api(monkeypatch: pytest.MonkeyP
 def test_configure_node_hands_over_the_session_workerinput(apex: ApexPytester) -> None:
     config = apex.configure()
     node = type("Node", (), {"workerinput": {"workerid": "gw0"}})()
-    plugin.XdistHooks(config).pytest_configure_node(node)
+    _controller_hooks(config).pytest_configure_node(node)
     assert node.workerinput == {
         "workerid": "gw0",
         "apex_project": "apexrun-fake",
@@ -102,8 +102,76 @@ def test_configure_node_hands_over_the_session_workerinput(apex: ApexPytester) -
     }
 
 
-def test_a_worker_that_crashed_adds_nothing(apex: ApexPytester) -> None:
+def _controller_hooks(config: pytest.Config) -> plugin.XdistHooks:
+    hooks = config.pluginmanager.get_plugin("apex-xdist")
+    assert isinstance(hooks, plugin.XdistHooks)
+    return hooks
+
+
+def test_a_worker_that_crashed_adds_no_criterion_and_fails_the_verdict(apex: ApexPytester) -> None:
     config = apex.configure()
-    hooks = plugin.XdistHooks(config)
-    hooks.pytest_testnodedown(type("Node", (), {})(), error="worker 'gw0' crashed")
-    assert config.stash[plugin.verdict_key].criteria == []
+    node = type("Node", (), {"gateway": type("Gateway", (), {"id": "gw0"})()})()
+    _controller_hooks(config).pytest_testnodedown(node, error="Segmentation fault")
+    verdict = config.stash[plugin.verdict_key]
+    assert verdict.criteria == []
+    assert verdict.run_failures == ["xdist worker gw0 crashed: Segmentation fault"]
+    assert verdict.status == "fail"
+
+
+def test_a_crashed_worker_keeps_what_it_measured_and_fails_the_verdict(
+    apex: ApexPytester,
+) -> None:
+    # One worker: it records, then dies mid-test; xdist restarts it for the remaining test.
+    apex.pytester.makepyfile(
+        """
+        import os
+        import pytest
+
+        @pytest.mark.load
+        def test_1_measured(apex_criteria):
+            apex_criteria.check("p95", 1.0, 2.0, "<", unit="s")
+
+        @pytest.mark.load
+        def test_2_crashes(apex_criteria):
+            apex_criteria.record("p99", 1.5, 3.0, "<", unit="s")
+            os._exit(1)
+
+        @pytest.mark.load
+        def test_3_after_the_restart(apex_criteria):
+            apex_criteria.check("error_rate", 0.0, 0.01, "<")
+        """
+    )
+    result = apex.run("-n", "1")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    report = apex.report()
+    # p99 was recorded by the test that crashed, so it never reached a report: lost.
+    assert sorted(c["name"] for c in report["criteria"]) == ["error_rate", "p95"]
+    assert report["verdict"] == "fail"
+    assert [r for r in report["reasons"] if "crashed" in r] == [
+        "xdist worker gw0 crashed: Not properly terminated"
+    ]
+    assert report["run_failures"] == ["xdist worker gw0 crashed: Not properly terminated"]
+
+
+def test_criteria_sent_with_reports_and_at_shutdown_are_counted_once(apex: ApexPytester) -> None:
+    apex.pytester.makepyfile(
+        """
+        import pytest
+        from pytest_apex import CriteriaRecorder
+
+        @pytest.fixture(scope="session")
+        def soak(pytestconfig):
+            yield
+            CriteriaRecorder(pytestconfig, suite="soak").record("memory_slope", 10, 1024, "<=")
+
+        @pytest.mark.parametrize("n", range(4))
+        @pytest.mark.soak
+        def test_stage(apex_criteria, soak, n):
+            apex_criteria.check(f"p95_{n}", 1.0, 2.0, "<")
+        """
+    )
+    result = apex.run("-n", "2")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    names = sorted(c["name"] for c in apex.report()["criteria"])
+    # One session fixture per worker, so one memory_slope each; every criterion once.
+    assert names == ["memory_slope", "memory_slope", "p95_0", "p95_1", "p95_2", "p95_3"]
