@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_apex.exitstatus import INCONCLUSIVE_EXIT
+from pytest_apex.criteria import Criterion, Verdict
+from pytest_apex.exitstatus import INCONCLUSIVE_EXIT, exit_status
+from pytest_apex.settings.model import InconclusivePolicy
 from tests.plugin.conftest import ApexPytester
+
+MET = Criterion("load", "p95", 1.0, 2.0, "<")
+MISSED = Criterion("load", "p95", 3.0, 2.0, "<")
+UNJUDGED = Criterion("load", "p95", float("nan"), 2.0, "<")
 
 SKIPS_AFTER_RECORDING = """
 import pytest
@@ -56,19 +62,15 @@ def test_an_inconclusive_criterion_exits_with_its_own_code(apex: ApexPytester) -
     assert report["reasons"][0].startswith("inconclusive: load p95 inconclusive")
 
 
-@pytest.mark.parametrize("how", ["cli", "ini"])
 def test_inconclusive_pass_exits_0_but_the_report_still_says_inconclusive(
-    apex: ApexPytester, how: str
+    apex: ApexPytester,
 ) -> None:
     apex.pytester.makepyfile(RAISES_INCONCLUSIVE)
-    if how == "ini":
-        apex.pytester.makeini("[pytest]\napex_inconclusive = pass\n")
-        result = apex.run()
-    else:
-        apex.pytester.makeini("[pytest]\napex_inconclusive = fail\n")  # the CLI wins
-        result = apex.run("--apex-inconclusive=pass")
-    assert result.ret == pytest.ExitCode.OK
+    assert apex.run().ret == INCONCLUSIVE_EXIT
+    apex.pytester.makeini("[pytest]\napex_inconclusive = pass\n")
+    assert apex.run().ret == pytest.ExitCode.OK
     assert apex.report()["verdict"] == "inconclusive"
+    assert apex.run("--apex-inconclusive=fail").ret == INCONCLUSIVE_EXIT  # the CLI wins
 
 
 def test_a_selected_suite_that_recorded_nothing_is_inconclusive(apex: ApexPytester) -> None:
@@ -153,7 +155,11 @@ def test_a_failure_outranks_an_inconclusive_test(apex: ApexPytester) -> None:
     apex.pytester.makepyfile(SKIPS_AFTER_RECORDING + "\n\ndef test_broken():\n    assert False\n")
     result = apex.run()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert apex.report()["verdict"] == "fail"
+    report = apex.report()
+    assert report["verdict"] == "fail"
+    assert [t["test"].split("::")[1] for t in report["inconclusive_tests"]] == [
+        "test_partly_judged"
+    ]
 
 
 def test_a_skip_before_recording_anything_is_a_test_that_did_not_apply(
@@ -192,18 +198,29 @@ def test_an_xfail_is_no_inconclusive_test(apex: ApexPytester) -> None:
     )
     result = apex.run()
     assert result.ret == pytest.ExitCode.OK
-    assert apex.report()["verdict"] == "pass"
+    report = apex.report()
+    assert (report["verdict"], report["inconclusive_tests"]) == ("pass", [])
 
 
-def test_interrupted_run_keeps_pytests_status(apex: ApexPytester) -> None:
-    apex.pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.load
-        def test_measured(apex_criteria):
-            apex_criteria.check("p95", 1, 2, "<")
-            pytest.exit("stop", returncode=pytest.ExitCode.INTERRUPTED)
-        """
-    )
-    assert apex.run().ret == pytest.ExitCode.INTERRUPTED
+@pytest.mark.parametrize(
+    ("pytest_status", "verdict", "policy", "expected"),
+    [
+        (0, Verdict(criteria=[MET]), "fail", 0),
+        (0, Verdict(criteria=[MISSED]), "fail", 1),
+        (1, Verdict(criteria=[MET]), "fail", 1),  # a failed test fails the verdict
+        (0, Verdict(criteria=[UNJUDGED]), "fail", INCONCLUSIVE_EXIT),
+        (0, Verdict(criteria=[UNJUDGED]), "pass", 0),
+        (0, Verdict(suites_run=["health"]), "fail", INCONCLUSIVE_EXIT),
+        (0, Verdict(), "fail", 0),  # a plain run: nothing selected, nothing recorded
+        (5, Verdict(), "fail", 5),
+        (2, Verdict(criteria=[MET]), "fail", 2),  # interrupted: pytest's word stands
+        (3, Verdict(criteria=[UNJUDGED]), "pass", 3),
+        (4, Verdict(criteria=[MISSED]), "fail", 4),
+    ],
+)
+def test_exit_status_rules(
+    pytest_status: int, verdict: Verdict, policy: InconclusivePolicy, expected: int
+) -> None:
+    if pytest_status:
+        verdict.session_failed = True  # what prepare() does for any status but 0
+    assert exit_status(pytest_status, verdict, policy) == expected
