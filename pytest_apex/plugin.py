@@ -262,13 +262,15 @@ class ApexRun:
         lines = terminal.render(
             self.verdict,
             None if self.config.option.collectonly else self.settings.report,
-            unicode=terminal.can_encode(terminal.PASS_MARK + terminal.FAIL_MARK, encoding),
+            unicode=terminal.can_encode("".join(terminal.UNICODE_MARKS.values()), encoding),
         )
         if not lines:
             return
         terminalreporter.write_sep("=", "apex criteria", bold=True)
         for line in lines:
-            terminalreporter.write_line(line.text, green=line.green, red=line.red, bold=line.bold)
+            terminalreporter.write_line(
+                line.text, green=line.green, red=line.red, yellow=line.yellow, bold=line.bold
+            )
 
 
 def _redact_report(report: pytest.TestReport) -> None:

@@ -276,13 +276,66 @@ def test_terminal_table_falls_back_to_ascii() -> None:
     verdict = Verdict(criteria=[_c(1.2, 2.0, "<"), _c(2.5, 2.0, "<")])
     lines = [line.text for line in terminal.render(verdict, Path("r.json"), unicode=False)]
     assert lines == [
-        "load: 1 passed, 1 failed",
+        "load: 1 passed, 1 failed, 0 inconclusive",
         "  ok    p95  1.20  <  2.00  s",
         "  FAIL  p95  2.50  <  2.00  s",
         "verdict: FAIL (1/2 criteria met)",
         "report: r.json",
     ]
     assert not terminal.can_encode("✓", "ascii")
+
+
+def test_terminal_table_shows_inconclusive_rows_and_why_the_verdict_is_inconclusive() -> None:
+    verdict = Verdict(
+        criteria=[
+            _c(0, 0, "<=", suite="isolation", name="cross_user_events", unit=""),
+            Criterion(
+                "isolation",
+                "isolation_violations.rows",
+                math.nan,
+                0,
+                "<=",
+                inconclusive="the database check did not run: no postgres endpoint",
+            ),
+        ],
+        suites_run=["health", "isolation"],
+        inconclusive_tests=[InconclusiveTest("t.py::test_iso", "skipped after recording")],
+    )
+    lines = terminal.render(verdict, None, unicode=False)
+    assert [line.text for line in lines] == [
+        "isolation: 1 passed, 0 failed, 1 inconclusive",
+        "  ok            cross_user_events            0  <=  0",
+        "  INCONCLUSIVE  isolation_violations.rows  nan  <=  0"
+        "  the database check did not run: no postgres endpoint",
+        "verdict: INCONCLUSIVE (1/2 criteria met; 1 inconclusive: "
+        "isolation isolation_violations.rows)",
+        "  inconclusive test t.py::test_iso: skipped after recording",
+        "  suite health ran but recorded no criterion",
+    ]
+    colours = [(line.green, line.red, line.yellow) for line in lines]
+    assert colours[1] == (True, False, False)
+    assert all(c == (False, False, True) for c in colours[2:])
+    unicode_row = terminal.render(verdict, None)[2].text
+    assert unicode_row.startswith("  ?  isolation_violations.rows")
+
+
+def test_terminal_summary_appears_when_a_suite_ran_and_recorded_nothing() -> None:
+    lines = terminal.render(Verdict(suites_run=["load"]), None)
+    assert [line.text for line in lines] == [
+        "verdict: INCONCLUSIVE (0/0 criteria met)",
+        "  suite load ran but recorded no criterion",
+    ]
+    assert terminal.render(Verdict(), None) == []  # a plain test run stays quiet
+
+
+def test_terminal_summary_names_a_crashed_worker() -> None:
+    verdict = Verdict(criteria=[_c(1.0, 2.0, "<")], run_failures=["xdist worker gw0 crashed: x"])
+    lines = terminal.render(verdict, None)
+    assert [line.text for line in lines][-2:] == [
+        "verdict: FAIL (1/1 criteria met)",
+        "  xdist worker gw0 crashed: x",
+    ]
+    assert lines[-1].red
 
 
 def test_public_surface() -> None:

@@ -224,3 +224,17 @@ def test_exit_status_rules(
     if pytest_status:
         verdict.session_failed = True  # what prepare() does for any status but 0
     assert exit_status(pytest_status, verdict, policy) == expected
+
+
+def test_the_terminal_summary_says_why_a_run_is_inconclusive_in_yellow(apex: ApexPytester) -> None:
+    apex.pytester.makepyfile(SKIPS_AFTER_RECORDING)
+    result = apex.run("--color=yes")
+    node = "test_the_terminal_summary_says_why_a_run_is_inconclusive_in_yellow.py"
+    result.stdout.fnmatch_lines(
+        [
+            "*isolation: 1 passed, 0 failed, 0 inconclusive*",
+            "*verdict: INCONCLUSIVE (1/1 criteria met)*",
+            f"*\x1b[33m*inconclusive test {node}::test_partly_judged: skipped after recording "
+            "criteria: the database check did not run: no postgres endpoint*",
+        ]
+    )
