@@ -141,7 +141,7 @@ class ApexRun:
         self.inbox = ControllerInbox(self.verdict)
         self.allure_dir = allure_report.results_dir(config)
         if self.allure_dir is not None:
-            allure_report.install_result_redaction(config)
+            allure_report.install(config)
 
     def pytest_report_header(self) -> list[str]:
         settings = self.settings
@@ -186,10 +186,14 @@ class ApexRun:
         report = yield
         _redact_report(report)
         recorded = any(c.test == item.nodeid for c in self.verdict.criteria)
+        suite = recording.suite_of(item)
+        inconclusive = report_notes.inconclusive_ending(report, call.excinfo, recorded)
+        if suite and inconclusive:
+            self.config.hook.pytest_apex_test_inconclusive(item=item, reason=inconclusive)
         report_notes.attach(
             report,
-            suite=recording.suite_of(item),
-            inconclusive=report_notes.inconclusive_ending(report, call.excinfo, recorded),
+            suite=suite,
+            inconclusive=inconclusive,
             criteria=self.outbox.take_new() if self.outbox is not None else (),
         )
         if report.failed and report.when == "call" and self.allure_dir is not None:
