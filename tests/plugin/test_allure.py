@@ -11,6 +11,7 @@ import pytest
 
 from pytest_apex.reporting import allure as allure_report
 from tests.plugin.conftest import ApexPytester, read_events, run_projects
+from tests.report_schema import assert_valid_report
 
 SUITE_TESTS = """
 import logging
@@ -76,8 +77,9 @@ def allure_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
     projects = {name: tmp_path_factory.mktemp(f"allure-{name}") for name in names}
     results = run_projects({projects[n]: args for n, args in names.items()}, SUITE_TESTS)
-    for result in results.values():
+    for project, result in results.items():
         assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
+        assert_valid_report(json.loads((project / ".apex" / "report.json").read_text()))
     return projects
 
 

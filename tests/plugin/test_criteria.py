@@ -269,7 +269,9 @@ def test_the_schema_rejects_a_report_that_breaks_the_contract() -> None:
 
 def test_a_session_failure_survives_a_round_trip(tmp_path: Path) -> None:
     verdict = Verdict(criteria=[_c(1, 2, "<")], session_failed=True)
-    assert Verdict.read(verdict.write(tmp_path / "r.json")).status == "fail"
+    path = verdict.write(tmp_path / "r.json")
+    assert_valid_report(json.loads(path.read_text()))
+    assert Verdict.read(path).status == "fail"
 
 
 def test_terminal_table_falls_back_to_ascii() -> None:
