@@ -101,7 +101,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     run = ApexRun(config, settings)
     config.pluginmanager.register(run, "apex-run")
-    if config.pluginmanager.hasplugin("xdist") and not _is_worker(config):
+    if config.pluginmanager.hasplugin("xdist") and run.inbox is not None:
         # xdist's hooks are unknown without xdist: keep their implementations on an object
         # registered only when it is present (as xdist's docs recommend).
         config.pluginmanager.register(XdistHooks(config, run.inbox), "apex-xdist")
@@ -136,9 +136,10 @@ class ApexRun:
         self.settings = settings
         self.verdict = config.stash[verdict_key]
         self.is_worker = _is_worker(config)
-        # A worker relays its criteria to the controller; the controller receives them.
+        # A worker relays its criteria to the process that owns the verdict, which receives
+        # them (the controller; a single process receives nothing, but owns its verdict too).
         self.outbox = WorkerOutbox(self.verdict) if self.is_worker else None
-        self.inbox = ControllerInbox(self.verdict)
+        self.inbox = None if self.is_worker else ControllerInbox(self.verdict)
         self.allure_dir = allure_report.results_dir(config)
         if self.allure_dir is not None:
             allure_report.install(config)
@@ -205,7 +206,7 @@ class ApexRun:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Counted in every process; only the controller's (which sees its workers' reports
         # replayed) or the single process's counts reach the report.
-        if not self.is_worker:
+        if self.inbox is not None:
             report_notes.observe(self.verdict, report)
             self.inbox.receive(report_notes.note_of(report).get("criteria", ()))
         if report.when == "call":
