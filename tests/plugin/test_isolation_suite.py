@@ -22,14 +22,16 @@ from tests.plugin.fake_users import FakeWorld
 WORLD_FLAGS = {flags!r}
 
 @pytest.fixture
-def apex_users():
-    world = FakeWorld({users}, **WORLD_FLAGS)
-    pytest.apex_world = world
-    return world.make_users
+def fake_world():
+    return FakeWorld({users}, **WORLD_FLAGS)
 
 @pytest.fixture
-def apex_run_agent():
-    return pytest.apex_world.run_agent
+def apex_users(fake_world):
+    return fake_world.make_users
+
+@pytest.fixture
+def apex_run_agent(fake_world):
+    return fake_world.run_agent
 
 @pytest.fixture(scope="session")
 def apex_postgres_dsn():
