@@ -33,7 +33,7 @@ def pytest_apex_criterion_recorded(criterion: Criterion, item: pytest.Item | Non
 
 @pytest.hookspec
 def pytest_apex_test_inconclusive(item: pytest.Item, reason: str) -> None:
-    """Called in the test's process when a suite test ends without a judgement.
+    """Called in the test's process when a test ends without a judgement.
 
     That is: it raised `pytest_apex.recording.Inconclusive` (some criterion could not be
     judged), or it skipped after recording criteria. ``reason`` says why, as the verdict's

@@ -189,7 +189,7 @@ class ApexRun:
         recorded = any(c.test == item.nodeid for c in self.verdict.criteria)
         suite = recording.suite_of(item)
         inconclusive = report_notes.inconclusive_ending(report, call.excinfo, recorded)
-        if suite and inconclusive:
+        if inconclusive:
             self.config.hook.pytest_apex_test_inconclusive(item=item, reason=inconclusive)
         report_notes.attach(
             report,

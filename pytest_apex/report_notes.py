@@ -66,9 +66,7 @@ def note_of(report: pytest.TestReport) -> dict[str, Any]:
 def observe(verdict: Verdict, report: pytest.TestReport) -> None:
     """Read a report's note into the verdict: its suite ran, and whether it ended inconclusive."""
     note = note_of(report)
-    suite = note.get("suite")
-    if not suite:
-        return
-    verdict.note_suite_run(str(suite))
+    if note.get("suite"):
+        verdict.note_suite_run(str(note["suite"]))
     if note.get("inconclusive"):
         verdict.inconclusive_tests.append(InconclusiveTest(report.nodeid, note["inconclusive"]))

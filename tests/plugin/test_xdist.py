@@ -9,6 +9,7 @@ import pytest
 
 from pytest_apex import plugin
 from pytest_apex.criteria import Criterion, Verdict
+from pytest_apex.exitstatus import INCONCLUSIVE_EXIT
 from pytest_apex.relay import ControllerInbox, WorkerOutbox
 from pytest_apex.settings import ApexSettings
 from tests.plugin.conftest import ApexPytester
@@ -178,3 +179,35 @@ def test_the_controller_counts_each_relayed_criterion_once() -> None:
     # A restarted worker (same xdist id, new process) never collides with its predecessor.
     restarted = WorkerOutbox(Verdict(criteria=[Criterion("load", "p95", 1.0, 2.0, "<")]))
     assert inbox.receive(restarted.everything()) == 1
+
+
+def test_under_xdist_the_controller_knows_which_tests_and_suites_left_it_inconclusive(
+    apex: ApexPytester,
+) -> None:
+    apex.pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.isolation
+        def test_partly_judged(apex_criteria):
+            apex_criteria.check("cross_user_events", 0, 0, "<=")
+            pytest.skip("the database check did not run")
+
+        @pytest.mark.health
+        def test_records_nothing():
+            pass
+
+        def test_explicit_suite_unjudged(apex_criteria):
+            apex_criteria.check("p95", float("nan"), 2.0, "<", suite="load")
+        """
+    )
+    result = apex.run("-n", "2")
+    assert result.ret == INCONCLUSIVE_EXIT
+    report = apex.report()
+    assert report["suites_run"] == ["health", "isolation"]
+    tests = {t["test"].split("::")[1]: t["reason"] for t in report["inconclusive_tests"]}
+    assert tests["test_partly_judged"] == (
+        "skipped after recording criteria: the database check did not run"
+    )
+    assert tests["test_explicit_suite_unjudged"].startswith("load p95 inconclusive")
+    assert "suite health ran but recorded no criterion" in report["reasons"]
