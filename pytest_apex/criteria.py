@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -33,7 +34,10 @@ NEGATED_OPS: Final[Mapping[str, str]] = {
 # The suites in the order their results are shown; other suite names sort after them.
 SUITES: Final[tuple[str, ...]] = ("health", "isolation", "load", "rollback", "soak")
 
-REPORT_SCHEMA_VERSION: Final = 1
+# 2: `outcome` and `reason` per criterion, `reasons`, `suites_run`, `inconclusive_tests` and
+# `run_failures`; the JSON Schema is `report.schema.json`, shipped beside this module.
+REPORT_SCHEMA_VERSION: Final = 2
+REPORT_SCHEMA_FILE: Final = "report.schema.json"
 
 
 def format_number(value: float) -> str:
@@ -237,12 +241,30 @@ def _suite_rank(suite: str) -> tuple[int, str]:
     return (SUITES.index(suite) if suite in SUITES else len(SUITES), suite)
 
 
+@dataclass(frozen=True)
+class InconclusiveTest:
+    """A suite test that ended without a judgement: it raised `Inconclusive`, or it skipped
+    after recording criteria (so what it recorded is only part of what it set out to prove)."""
+
+    test: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"test": self.test, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InconclusiveTest:
+        return cls(test=str(data["test"]), reason=str(data.get("reason", "")))
+
+
 @dataclass
 class Verdict:
     """Every criterion of a run, plus how the test session itself went.
 
-    The verdict passes only when every criterion passed *and* the session had no failures:
-    a crashed suite that recorded nothing must not read as a pass.
+    `status` is ``fail`` when a criterion failed, the session failed or a run failure was
+    noted (a crashed xdist worker); else ``inconclusive`` when a criterion or a suite test was
+    inconclusive, a suite that ran recorded nothing, or nothing was measured at all; else
+    ``pass``. A crashed suite that recorded nothing must not read as a pass.
     """
 
     profile: str = "ci"
@@ -250,6 +272,9 @@ class Verdict:
     criteria: list[Criterion] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     session_failed: bool = False
+    suites_run: list[str] = field(default_factory=list)  # suites with tests run this session
+    inconclusive_tests: list[InconclusiveTest] = field(default_factory=list)
+    run_failures: list[str] = field(default_factory=list)  # failures no criterion can show
     extra: dict[str, Any] = field(default_factory=dict)  # thresholds, faults: context for readers
 
     def add(self, criterion: Criterion) -> None:
@@ -264,9 +289,19 @@ class Verdict:
         for outcome, count in other.counts.items():
             self.count(outcome, count)
         self.session_failed = self.session_failed or other.session_failed
+        for suite in other.suites_run:
+            self.note_suite_run(suite)
+        self.inconclusive_tests.extend(other.inconclusive_tests)
+        self.run_failures.extend(other.run_failures)
 
     def count(self, outcome: str, n: int = 1) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + n
+
+    def note_suite_run(self, suite: str) -> None:
+        """A test of `suite` ran in this session (so the suite owes the verdict a criterion)."""
+        if suite not in self.suites_run:
+            self.suites_run.append(suite)
+            self.suites_run.sort(key=_suite_rank)
 
     @property
     def failed_criteria(self) -> list[Criterion]:
@@ -277,19 +312,51 @@ class Verdict:
         return [c for c in self.criteria if c.outcome == "inconclusive"]
 
     @property
+    def silent_suites(self) -> list[str]:
+        """Suites whose tests ran but recorded no criterion: they proved nothing."""
+        recorded = {c.suite for c in self.criteria}
+        return [s for s in self.suites_run if s not in recorded]
+
+    @property
+    def applies(self) -> bool:
+        """Whether this run was about a deployment at all: it ran suite tests or recorded
+        criteria. A plain test run (the plugin merely loaded) has a verdict nobody asked for."""
+        return bool(self.criteria or self.suites_run)
+
+    @property
     def passed(self) -> bool:
-        return not self.session_failed and not self.failed_criteria
+        return not self.session_failed and not self.failed_criteria and not self.run_failures
 
     @property
     def status(self) -> Outcome:
-        """`fail` if anything failed; else `inconclusive` if any criterion is, or nothing was
-        measured at all (a run whose every check skipped proved nothing, and must not read
-        as a pass; Argo Rollouts' analysis runs make the same distinction); else `pass`."""
+        """`fail` if anything failed; else `inconclusive` if anything could not be judged, or
+        nothing was measured at all (a run whose every check skipped proved nothing, and must
+        not read as a pass; Argo Rollouts' analysis runs make the same distinction); else
+        `pass`."""
         if not self.passed:
             return "fail"
-        if not self.criteria or self.inconclusive_criteria:
+        if (
+            not self.criteria
+            or self.inconclusive_criteria
+            or self.inconclusive_tests
+            or self.silent_suites
+        ):
             return "inconclusive"
         return "pass"
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the verdict is not a pass, one line per cause (empty for a pass)."""
+        lines = [f"failed: {c.message}" for c in self.failed_criteria]
+        lines += self.run_failures
+        if self.session_failed and not lines:
+            lines.append("the test session failed")
+        lines += [f"inconclusive: {c.message}" for c in self.inconclusive_criteria]
+        lines += [f"inconclusive test {t.test}: {t.reason}" for t in self.inconclusive_tests]
+        lines += [f"suite {s} ran but recorded no criterion" for s in self.silent_suites]
+        if not self.criteria and not lines:
+            lines.append("no criterion was recorded")
+        return lines
 
     def by_suite(self) -> dict[str, list[Criterion]]:
         """Criteria grouped by suite, suites in canonical order, criteria in recorded order."""
@@ -305,23 +372,43 @@ class Verdict:
             "verdict": self.status,
             "profile": self.profile,
             "target": self.target,
+            "reasons": self.reasons,
             "counts": dict(sorted(self.counts.items())),
+            "suites_run": list(self.suites_run),
+            "inconclusive_tests": [t.to_json() for t in self.inconclusive_tests],
+            "run_failures": list(self.run_failures),
             "criteria": [c.to_json() for c in ordered],
             **self.extra,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Verdict:
-        known = {"schema", "verdict", "profile", "target", "counts", "criteria"}
+        known = {
+            "schema",
+            "verdict",
+            "reasons",
+            "profile",
+            "target",
+            "counts",
+            "suites_run",
+            "inconclusive_tests",
+            "run_failures",
+            "criteria",
+        }
         verdict = cls(
             profile=str(data.get("profile", "ci")),
             target=str(data.get("target", "")),
             criteria=[Criterion.from_json(c) for c in data.get("criteria", [])],
             counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
+            suites_run=[str(s) for s in data.get("suites_run", [])],
+            inconclusive_tests=[
+                InconclusiveTest.from_json(t) for t in data.get("inconclusive_tests", [])
+            ],
+            run_failures=[str(f) for f in data.get("run_failures", [])],
             extra={k: v for k, v in data.items() if k not in known},
         )
-        # A report saying "fail" with only passing criteria failed for session reasons.
-        verdict.session_failed = data.get("verdict") == "fail" and not verdict.failed_criteria
+        # A report saying "fail" with nothing else failing failed for session reasons.
+        verdict.session_failed = data.get("verdict") == "fail" and verdict.passed
         return verdict
 
     def write(self, path: Path) -> Path:
@@ -342,3 +429,9 @@ class Verdict:
     @classmethod
     def read(cls, path: Path) -> Verdict:
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema every report written by `Verdict.write` satisfies (a CI contract)."""
+    text = resources.files("pytest_apex").joinpath(REPORT_SCHEMA_FILE).read_text("utf-8")
+    return dict(json.loads(text))

@@ -4,7 +4,7 @@ Added with ``pluginmanager.add_hookspecs`` from the plugin's ``pytest_addhooks``
 
     # conftest.py
     def pytest_apex_criterion_recorded(criterion):
-        if not criterion.passed:
+        if criterion.outcome != "pass":
             notify_oncall(criterion.message)
 """
 
@@ -22,11 +22,24 @@ if TYPE_CHECKING:
 
 @pytest.hookspec
 def pytest_apex_criterion_recorded(criterion: Criterion, item: pytest.Item | None) -> None:
-    """Called in the test's process each time a criterion is recorded, passed or failed.
+    """Called in the test's process each time a criterion is recorded, whatever its outcome.
 
     Runs before a failed ``apex_criteria.check`` raises, so implementations see every
-    criterion. ``item`` is the test that recorded it (None outside a test).
+    criterion (the Allure step of each one is such an implementation). ``item`` is the test
+    that recorded it (None outside a test).
     Implementations must not raise: they would turn a measured result into an error.
+    """
+
+
+@pytest.hookspec
+def pytest_apex_test_inconclusive(item: pytest.Item, reason: str) -> None:
+    """Called in the test's process when a test ends without a judgement.
+
+    That is: it raised `pytest_apex.recording.Inconclusive` (some criterion could not be
+    judged), or it skipped after recording criteria. ``reason`` says why, as the verdict's
+    ``inconclusive_tests`` will. Called while the test's report is being made, before other
+    plugins log it (the Allure rendering marks the result ``unknown`` here).
+    Implementations must not raise.
     """
 
 

@@ -5,8 +5,10 @@ verdict are values from `pytest_apex.criteria`, the target is `pytest_apex.targe
 rendering is `pytest_apex.reporting`.
 
 Under xdist the controller owns the run: it creates the target session (workers get its
-`workerinput`), merges the workers' criteria as each worker finishes, writes the JSON report
-and the Allure environment and categories, prints the summary and tears the target down.
+`workerinput`), merges the criteria each worker sends with its test reports and at its end
+(`pytest_apex.relay`, each counted once), writes the JSON report and the Allure environment
+and categories, sets the exit status from the verdict (`pytest_apex.exitstatus`), prints the
+summary and tears the target down.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
-from pytest_apex import hookspec, recording
+from pytest_apex import hookspec, recording, report_notes
 from pytest_apex._stash import target_session_key, verdict_key
-from pytest_apex.criteria import SUITES, Criterion, Verdict
+from pytest_apex.criteria import SUITES, Verdict
+from pytest_apex.exitstatus import exit_status
 from pytest_apex.redaction import RedactingFilter, redact
+from pytest_apex.relay import WORKEROUTPUT_KEY, ControllerInbox, WorkerOutbox
 from pytest_apex.reporting import allure as allure_report
 from pytest_apex.reporting import json_report, terminal
 from pytest_apex.settings import (
@@ -36,8 +40,6 @@ from pytest_apex.targets.base import Target
 
 if TYPE_CHECKING:
     from pytest_apex.targets.lifecycle import TargetSession
-
-WORKEROUTPUT_KEY: Final = "apex_criteria"
 
 # Fixture modules registered as plugins: the recorder, and the target/adapter layers.
 _FIXTURE_MODULES: Final = (
@@ -106,11 +108,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[target_session_key] = config.hook.pytest_apex_target_session(
         settings=settings, config=config
     )
-    config.pluginmanager.register(ApexRun(config, settings), "apex-run")
-    if config.pluginmanager.hasplugin("xdist"):
+    run = ApexRun(config, settings)
+    config.pluginmanager.register(run, "apex-run")
+    if config.pluginmanager.hasplugin("xdist") and run.inbox is not None:
         # xdist's hooks are unknown without xdist: keep their implementations on an object
         # registered only when it is present (as xdist's docs recommend).
-        config.pluginmanager.register(XdistHooks(config), "apex-xdist")
+        config.pluginmanager.register(XdistHooks(config, run.inbox), "apex-xdist")
 
 
 @pytest.hookimpl(trylast=True)
@@ -142,9 +145,13 @@ class ApexRun:
         self.settings = settings
         self.verdict = config.stash[verdict_key]
         self.is_worker = _is_worker(config)
+        # A worker relays its criteria to the process that owns the verdict, which receives
+        # them (the controller; a single process receives nothing, but owns its verdict too).
+        self.outbox = WorkerOutbox(self.verdict) if self.is_worker else None
+        self.inbox = None if self.is_worker else ControllerInbox(self.verdict)
         self.allure_dir = allure_report.results_dir(config)
         if self.allure_dir is not None:
-            allure_report.install_result_redaction(config)
+            allure_report.install(config)
 
     def pytest_report_header(self) -> list[str]:
         settings = self.settings
@@ -182,12 +189,23 @@ class ApexRun:
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_makereport(
-        self, item: pytest.Item
+        self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         # Innermost wrapper (trylast): the report is cleaned before allure-pytest's wrapper
         # attaches captured output and failure text, and before the terminal prints them.
         report = yield
         _redact_report(report)
+        recorded = any(c.test == item.nodeid for c in self.verdict.criteria)
+        suite = recording.suite_of(item)
+        inconclusive = report_notes.inconclusive_ending(report, call.excinfo, recorded)
+        if inconclusive:
+            self.config.hook.pytest_apex_test_inconclusive(item=item, reason=inconclusive)
+        report_notes.attach(
+            report,
+            suite=suite,
+            inconclusive=inconclusive,
+            criteria=self.outbox.take_new() if self.outbox is not None else (),
+        )
         if report.failed and report.when == "call" and self.allure_dir is not None:
             target = _target_used_by(item)
             if target is not None:
@@ -197,6 +215,9 @@ class ApexRun:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Counted in every process; only the controller's (which sees its workers' reports
         # replayed) or the single process's counts reach the report.
+        if self.inbox is not None:
+            report_notes.observe(self.verdict, report)
+            self.inbox.receive(report_notes.note_of(report).get("criteria", ()))
         if report.when == "call":
             outcome = "failed" if report.failed else "skipped" if report.skipped else "passed"
             self.verdict.count(outcome)
@@ -208,11 +229,11 @@ class ApexRun:
     # --- end of the run ---------------------------------------------------------------------
 
     @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, exitstatus: int) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         # trylast: after the runner's own sessionfinish has torn down session fixtures, so
         # criteria recorded in their teardown are included.
-        if self.is_worker:
-            output = [c.to_json() for c in self.verdict.criteria]
+        if self.outbox is not None:
+            output = self.outbox.everything()
             self.config.workeroutput[WORKEROUTPUT_KEY] = output  # type: ignore[attr-defined]
             return
         if self.config.option.collectonly:
@@ -226,6 +247,9 @@ class ApexRun:
         )
         self.config.hook.pytest_apex_verdict(verdict=self.verdict, config=self.config)
         json_report.write_report(self.verdict, self.settings.report)
+        # Before the terminal summary (terminalreporter's sessionfinish wrapper prints it
+        # after every implementation), and pytest.main returns session.exitstatus.
+        session.exitstatus = exit_status(exitstatus, self.verdict, self.settings.inconclusive)
         if self.allure_dir is not None:
             properties = allure_report.environment(
                 profile=self.settings.profile,
@@ -252,13 +276,15 @@ class ApexRun:
         lines = terminal.render(
             self.verdict,
             None if self.config.option.collectonly else self.settings.report,
-            unicode=terminal.can_encode(terminal.PASS_MARK + terminal.FAIL_MARK, encoding),
+            unicode=terminal.can_encode("".join(terminal.UNICODE_MARKS.values()), encoding),
         )
         if not lines:
             return
         terminalreporter.write_sep("=", "apex criteria", bold=True)
         for line in lines:
-            terminalreporter.write_line(line.text, green=line.green, red=line.red, bold=line.bold)
+            terminalreporter.write_line(
+                line.text, green=line.green, red=line.red, yellow=line.yellow, bold=line.bold
+            )
 
 
 def _redact_report(report: pytest.TestReport) -> None:
@@ -291,18 +317,23 @@ def _logging_handlers(config: pytest.Config) -> list[logging.Handler]:
 class XdistHooks:
     """Controller-side xdist hooks: hand the target to workers, collect their criteria."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, inbox: ControllerInbox) -> None:
         self._config = config
+        self._inbox = inbox
 
     def pytest_configure_node(self, node: Any) -> None:
         session = self._config.stash.get(target_session_key, None)
         if session is not None:
             node.workerinput.update(session.workerinput())
 
-    def pytest_testnodedown(self, node: Any, error: object) -> None:
-        # A crashed worker sends no output: its criteria are lost, and the failed session
-        # already makes the verdict "fail".
+    def pytest_testnodedown(self, node: Any, error: object | None) -> None:
+        # A worker that finished sends every criterion it recorded (those that came with its
+        # reports are not counted twice). A crashed one sends nothing more: what it measured
+        # arrived with its reports, and the crash itself fails the verdict, with a reason.
         output = getattr(node, "workeroutput", None) or {}
-        verdict = self._config.stash.get(verdict_key, None)
-        if verdict is not None:
-            verdict.extend(Criterion.from_json(c) for c in output.get(WORKEROUTPUT_KEY, ()))
+        self._inbox.receive(output.get(WORKEROUTPUT_KEY, ()))
+        if error is not None:
+            worker = getattr(getattr(node, "gateway", None), "id", "?")
+            self._config.stash[verdict_key].run_failures.append(
+                f"xdist worker {worker} crashed: {error}"
+            )

@@ -5,9 +5,9 @@
         result = run_stage(users=150)
         apex_criteria.check("p95", result.p95_s, 2.0, "<", unit="s", stage=Stage(5, 5, 150))
 
-Every criterion goes into the run's verdict (and the JSON report), becomes an Allure step,
-and fires ``pytest_apex_criterion_recorded``; `check` then fails the test when it did not
-hold, `record` does not.
+Every criterion goes into the run's verdict (and the JSON report) and fires
+``pytest_apex_criterion_recorded`` (which reporters such as the Allure steps implement);
+`check` then fails the test when it did not hold, `record` does not.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pytest
 
 from pytest_apex._stash import verdict_key
 from pytest_apex.criteria import SUITES, Criterion, Op, Stage, Verdict
-from pytest_apex.reporting import allure as allure_report
 from pytest_apex.settings import settings_key
 
 SUITE_MARKERS: Final = SUITES
@@ -61,7 +60,6 @@ class CriteriaRecorder:
         self._config = config
         self._node = node
         self._suite = suite or suite_of(node)
-        self._allure = allure_report.results_dir(config) is not None
         self.recorded: list[Criterion] = []
 
     @property
@@ -108,8 +106,6 @@ class CriteriaRecorder:
         )
         self._verdict.add(criterion)
         self.recorded.append(criterion)
-        if self._allure:
-            allure_report.criterion_step(criterion)
         self._config.hook.pytest_apex_criterion_recorded(criterion=criterion, item=self._node)
         return criterion
 

@@ -6,7 +6,14 @@ data with a unique token and finds other users' tokens in whatever a user receiv
 drives the users through an `AppAdapter`'s sessions.
 """
 
-from pytest_apex.isolation.accounting import Breach, BreachKind, Ledger, UserAccount
+from pytest_apex.isolation.accounting import (
+    Breach,
+    BreachKind,
+    Ledger,
+    ProbeKind,
+    ProbeTally,
+    UserAccount,
+)
 from pytest_apex.isolation.canary import CanaryBook, Sighting
 from pytest_apex.isolation.scenario import ScenarioResult, ScenarioSpec, run_isolation_scenario
 
@@ -15,6 +22,8 @@ __all__ = [
     "BreachKind",
     "CanaryBook",
     "Ledger",
+    "ProbeKind",
+    "ProbeTally",
     "ScenarioResult",
     "ScenarioSpec",
     "Sighting",

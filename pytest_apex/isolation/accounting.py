@@ -4,6 +4,11 @@ The ledger is fed what each user saw (agent runs, thread lists, direct thread re
 turns it into counts and breaches. A breach is one payload a user received that belongs to
 someone else: an event of another user's run, another user's thread in their list, another
 user's thread opened by id. Breaches name the viewer and, where it can be told, the owner.
+
+Every probe is also tallied as sent and answered: an answer is a response that says something
+about isolation (a thread list; a refusal or the thread itself). A 5xx, an exception or no
+response before the deadline is not one, so "0 breaches" is only worth as much as the share
+of probes answered (the positive control).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from pytest_apex.isolation.canary import text_of as _text
 
 BreachKind = Literal["events", "thread_lists", "thread_access"]
 BREACH_KINDS: Final[tuple[BreachKind, ...]] = ("events", "thread_lists", "thread_access")
+# The REST probes: listing one's own threads, opening another user's thread by id.
+ProbeKind = Literal["thread_lists", "thread_access"]
+PROBE_KINDS: Final[tuple[ProbeKind, ...]] = ("thread_lists", "thread_access")
 
 # agent_started, agent_thinking, tool_executing, tool_completed, agent_completed.
 EVENTS_PER_RUN: Final = 5
@@ -57,6 +65,20 @@ class Breach:
 
 
 @dataclass
+class ProbeTally:
+    """Probes of one kind: how many were sent, how many answered, what came back instead."""
+
+    sent: int = 0
+    answered: int = 0
+    unanswered: list[str] = field(default_factory=list)  # e.g. "GET ... answered 500"
+
+    @property
+    def silent(self) -> int:
+        """Probes that got neither an answer nor an error: still running at the deadline."""
+        return max(0, self.sent - self.answered - len(self.unanswered))
+
+
+@dataclass
 class UserAccount:
     """One user's ledger."""
 
@@ -67,8 +89,9 @@ class UserAccount:
     runs_completed: int = 0
     events_received: int = 0  # events of the user's own runs
     foreign_events: int = 0  # events of other runs that reached this user's socket
-    probes_sent: int = 0
-    probes_answered: int = 0
+    probes: dict[ProbeKind, ProbeTally] = field(
+        default_factory=lambda: {kind: ProbeTally() for kind in PROBE_KINDS}
+    )
     run_seconds: list[float] = field(default_factory=list)
     breaches: list[Breach] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -76,6 +99,14 @@ class UserAccount:
     @property
     def events_expected(self) -> int:
         return self.runs_started * EVENTS_PER_RUN
+
+    @property
+    def probes_sent(self) -> int:
+        return sum(t.sent for t in self.probes.values())
+
+    @property
+    def probes_answered(self) -> int:
+        return sum(t.answered for t in self.probes.values())
 
 
 class Ledger:
@@ -132,10 +163,19 @@ class Ledger:
                     Breach("events", viewer, owner, f"an {kind} event of another run")
                 )
 
+    def probe_sent(self, viewer: int, kind: ProbeKind) -> None:
+        self.accounts[viewer].probes[kind].sent += 1
+
+    def record_probe_failure(self, viewer: int, kind: ProbeKind, what: str) -> None:
+        """A probe that got no answer (an error status, an exception): isolation unproven."""
+        account = self.accounts[viewer]
+        account.probes[kind].unanswered.append(what)
+        account.errors.append(what)
+
     def record_thread_list(self, viewer: int, threads: Sequence[Mapping[str, Any]]) -> None:
         """`viewer`'s thread list: every thread in it that is not theirs is a breach."""
         account = self.accounts[viewer]
-        account.probes_answered += 1
+        account.probes["thread_lists"].answered += 1
         for thread in threads:
             owner = self._owner_of_thread.get(str(thread.get("id")))
             sightings = self.book.foreign(thread, viewer)
@@ -156,12 +196,14 @@ class Ledger:
     ) -> None:
         """`viewer` asked for a thread of `owner` by id: anything but a refusal is a breach."""
         account = self.accounts[viewer]
-        account.probes_answered += 1
-        if status in REFUSED_STATUSES and not self.book.foreign(body, viewer):
-            return
         if status >= 400 and status not in REFUSED_STATUSES:
             # Neither a refusal nor data: the probe says nothing about isolation.
-            account.errors.append(f"GET another user's thread answered {status}")
+            self.record_probe_failure(
+                viewer, "thread_access", f"GET another user's thread answered {status}"
+            )
+            return
+        account.probes["thread_access"].answered += 1
+        if status in REFUSED_STATUSES and not self.book.foreign(body, viewer):
             return
         account.breaches.append(
             Breach("thread_access", viewer, owner, f"opened their thread by id ({status})")
@@ -185,6 +227,31 @@ class Ledger:
 
     def errors(self) -> list[str]:
         return [f"{a.label}: {e}" for a in self.accounts.values() for e in a.errors]
+
+    def probes(self, kind: ProbeKind) -> ProbeTally:
+        """Every user's probes of `kind`, added up; failures prefixed with their user."""
+        total = ProbeTally()
+        for account in self.accounts.values():
+            tally = account.probes[kind]
+            total.sent += tally.sent
+            total.answered += tally.answered
+            total.unanswered += [f"{account.label}: {what}" for what in tally.unanswered]
+        return total
+
+    def probe_summary(self, kind: ProbeKind, limit: int = 3) -> str:
+        """``"12 of 90 probes unanswered: 10 errors, e.g. user3: ... answered 500; 2 still
+        running at the deadline"``, or ``""`` when every probe was answered."""
+        tally = self.probes(kind)
+        missing = tally.sent - tally.answered
+        if missing <= 0:
+            return ""
+        parts = []
+        if tally.unanswered:
+            examples = "; ".join(tally.unanswered[:limit])
+            parts.append(f"{len(tally.unanswered)} errors, e.g. {examples}")
+        if tally.silent:
+            parts.append(f"{tally.silent} still running at the deadline")
+        return f"{missing} of {tally.sent} probes unanswered: " + "; ".join(parts)
 
     def examples(self, kind: BreachKind, limit: int = 3) -> list[str]:
         """A few breaches of `kind` in words: distinct viewers first, then distinct pairs."""

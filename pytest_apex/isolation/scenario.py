@@ -84,6 +84,7 @@ class ScenarioResult:
 
     def measurements(self) -> dict[str, float | int]:
         counts = self.ledger.breach_counts()
+        lists, access = self.ledger.probes("thread_lists"), self.ledger.probes("thread_access")
         return {
             "users": self.spec.users,
             "simultaneous": self.simultaneous,
@@ -96,6 +97,10 @@ class ScenarioResult:
             "breaches_events": counts["events"],
             "breaches_thread_lists": counts["thread_lists"],
             "breaches_thread_access": counts["thread_access"],
+            "thread_list_probes_sent": lists.sent,
+            "thread_list_probes_answered": lists.answered,
+            "thread_access_probes_sent": access.sent,
+            "thread_access_probes_answered": access.answered,
             "p50_s": self.run_seconds_at(50),
             "p95_s": self.p95_s,
             "max_s": float(self.histogram.get_max_value()) / 1000.0,
@@ -164,18 +169,22 @@ async def run_isolation_scenario(
 
     async def probes(index: int) -> None:
         session = sessions[index]
-        account = ledger.accounts[index]
-        account.probes_sent += 1
+        # Counted as sent before awaiting: a probe cut off by the deadline stays unanswered.
+        ledger.probe_sent(index, "thread_lists")
         try:
-            ledger.record_thread_list(index, await session.list_threads())
+            threads = await session.list_threads()
         except Exception as exc:
-            ledger.record_error(index, f"listing threads raised {type(exc).__name__}: {exc}")
+            what = f"listing threads raised {type(exc).__name__}: {exc}"
+            ledger.record_probe_failure(index, "thread_lists", what)
+        else:
+            ledger.record_thread_list(index, threads)
         for other in _others(index, ready, spec.probes_per_user):
-            account.probes_sent += 1
+            ledger.probe_sent(index, "thread_access")
             try:
                 status, body = await session.get_thread(thread_of[other])
             except Exception as exc:
-                ledger.record_error(index, f"reading a thread raised {type(exc).__name__}: {exc}")
+                what = f"reading another user's thread raised {type(exc).__name__}: {exc}"
+                ledger.record_probe_failure(index, "thread_access", what)
                 continue
             ledger.record_thread_access(index, other, status, body)
 

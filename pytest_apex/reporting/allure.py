@@ -1,9 +1,12 @@
 """Allure output: criterion steps, suite epics, environment, categories, redacted attachments.
 
-allure-pytest writes test results but no ``environment.properties`` or ``categories.json``;
-this module writes them once per run, from the controller, so xdist workers never race on
-them. Everything attached goes through `redact` first. All of it is a no-op unless
-``--alluredir`` is given.
+Criteria reach Allure through the plugin's own hooks (`AllureCriteria`): each one is a step
+(passed, failed, or broken when it could not be judged), and a test that ended inconclusive
+gets the status ``unknown`` instead of allure-pytest's ``skipped``, so nothing unproven
+reads as passed. allure-pytest writes test results but no ``environment.properties`` or
+``categories.json``; this module writes them once per run, from the controller, so xdist
+workers never race on them. Everything attached goes through `redact` first. All of it is a
+no-op unless ``--alluredir`` is given.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from uuid import uuid4
 import allure
 import allure_commons
 import pytest
+from allure_commons.model2 import Status
 from allure_commons.types import AttachmentType
 
 from pytest_apex.criteria import Criterion, format_number
@@ -28,6 +32,9 @@ from pytest_apex.targets.base import Target
 
 ENVIRONMENT_FILE: Final = "environment.properties"
 CATEGORIES_FILE: Final = "categories.json"
+# The label that marks a test which ended inconclusive (also shown in the report).
+OUTCOME_LABEL: Final = "apex.outcome"
+INCONCLUSIVE: Final = "inconclusive"
 
 # Allure assigns a failed or broken result to the first category whose regex matches its
 # message. Full-match-safe patterns (``[\s\S]*`` instead of ``.*``) work with both Allure 2
@@ -54,6 +61,10 @@ CATEGORIES: Final[tuple[dict[str, Any], ...]] = (
         "matchedStatuses": ["failed", "broken"],
     },
     {
+        "name": "Inconclusive",
+        "matchedStatuses": ["unknown"],
+    },
+    {
         "name": "Test defect",
         "matchedStatuses": ["broken"],
     },
@@ -74,11 +85,17 @@ def _listening() -> bool:
 # --- during tests ---------------------------------------------------------------------------
 
 
+class CriterionInconclusive(Exception):
+    """What an inconclusive criterion's step stops with: neither an assertion (failed) nor a
+    skip (skipped), so allure-commons gives it the status ``broken``."""
+
+
 def criterion_step(criterion: Criterion) -> None:
     """Record a criterion as one Allure step, with observed and threshold as parameters.
 
     The step is failed when the criterion failed, whether or not the test then asserts, so
-    the report shows every breach even for `record`-only criteria.
+    the report shows every breach even for `record`-only criteria; it is broken when the
+    criterion could not be judged, with the reason.
     """
     if not _listening():
         return
@@ -92,7 +109,11 @@ def criterion_step(criterion: Criterion) -> None:
     hook = allure_commons.plugin_manager.hook
     uuid = uuid4()
     hook.start_step(uuid=uuid, title=criterion.message, params=params)
-    error = None if criterion.passed else AssertionError(criterion.message)
+    error: Exception | None = None
+    if criterion.failed:
+        error = AssertionError(criterion.message)
+    elif criterion.outcome == "inconclusive":
+        error = CriterionInconclusive(criterion.message)
     hook.stop_step(
         uuid=uuid,
         title=criterion.message,
@@ -100,6 +121,43 @@ def criterion_step(criterion: Criterion) -> None:
         exc_val=error,
         exc_tb=None,
     )
+
+
+def mark_inconclusive() -> None:
+    """Label the current test as inconclusive (`InconclusiveStatus` turns that into a status)."""
+    if _listening():
+        allure.dynamic.label(OUTCOME_LABEL, INCONCLUSIVE)
+
+
+class AllureCriteria:
+    """The plugin's hooks rendered as Allure: a step per criterion, inconclusive tests marked.
+
+    Registered (as a pytest plugin) in every process that writes results, with --alluredir.
+    """
+
+    def pytest_apex_criterion_recorded(
+        self, criterion: Criterion, item: pytest.Item | None
+    ) -> None:
+        criterion_step(criterion)
+
+    def pytest_apex_test_inconclusive(self, item: pytest.Item, reason: str) -> None:
+        mark_inconclusive()
+
+
+class InconclusiveStatus:
+    """An allure-commons plugin: a test labelled inconclusive is written as ``unknown``.
+
+    allure-pytest reports an `Inconclusive` (a skip) as skipped, and a skip after recording
+    criteria too; neither may read as a plain skip of a test that did not apply.
+    """
+
+    @allure_commons.hookimpl
+    def report_result(self, result: Any) -> None:
+        if any(
+            label.name == OUTCOME_LABEL and label.value == INCONCLUSIVE
+            for label in result.labels or ()
+        ):
+            result.status = Status.UNKNOWN
 
 
 def epic_marker(suite: str) -> pytest.MarkDecorator:
@@ -171,11 +229,13 @@ def _redact_executable(item: Any) -> None:
         _redact_executable(step)
 
 
-def install_result_redaction(config: pytest.Config) -> None:
-    """Redact every Allure result this process writes, until the config is cleaned up."""
-    redactor = ResultRedactor()
-    allure_commons.plugin_manager.register(redactor)
-    config.add_cleanup(lambda: allure_commons.plugin_manager.unregister(redactor))
+def install(config: pytest.Config) -> None:
+    """Render criteria into, and redact, every Allure result this process writes, until the
+    config is cleaned up."""
+    config.pluginmanager.register(AllureCriteria(), "apex-allure")
+    for plugin in (ResultRedactor(), InconclusiveStatus()):
+        allure_commons.plugin_manager.register(plugin)
+        config.add_cleanup(lambda plugin=plugin: allure_commons.plugin_manager.unregister(plugin))
 
 
 # --- at the end of the run (controller only) ------------------------------------------------

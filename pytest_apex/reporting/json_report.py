@@ -1,15 +1,20 @@
 """The machine-readable verdict (``--apex-report``, default ``.apex/report.json``).
 
-Schema (``schema`` 1)::
+Its contract is the JSON Schema ``pytest_apex/report.schema.json`` (``schema`` 2)::
 
-    {"schema": 1, "verdict": "pass" | "fail" | "inconclusive", "profile": "ci",
-     "target": "compose:…",
+    {"schema": 2, "verdict": "pass" | "fail" | "inconclusive",
+     "reasons": ["failed: load p95 2.41 s >= 2.00 s", ...],
+     "profile": "ci", "target": "compose:…",
      "counts": {"passed": 3, "failed": 0, "skipped": 1, "error": 0},
+     "suites_run": ["health", "isolation"],
+     "inconclusive_tests": [{"test", "reason"}], "run_failures": ["xdist worker gw0 crashed: …"],
      "criteria": [{"suite", "name", "observed", "threshold", "op", "unit",
-                   "stage": {"index", "count", "users"} | null, "passed", "test"}],
+                   "stage": {"index", "count", "users"} | null,
+                   "outcome": "pass" | "fail" | "inconclusive", "reason", "passed",
+                   "samples", "min_samples", "test"}],
      "thresholds": {name: value}, "faults": [...]}
 
-``observed`` is null when nothing was measured (NaN); such a criterion never passes.
+``observed`` is null when nothing was measured (NaN); such a criterion is inconclusive.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Literal
 
 import pytest
 
@@ -15,6 +15,9 @@ from pytest_apex.reference import reference_description
 from pytest_apex.settings.thresholds import DEFAULT_PROFILE, Thresholds
 
 DEFAULT_REPORT: Final = ".apex/report.json"
+
+InconclusivePolicy = Literal["fail", "pass"]
+INCONCLUSIVE_POLICIES: Final[tuple[InconclusivePolicy, ...]] = ("fail", "pass")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class ApexSettings:
     report: Path = Path(DEFAULT_REPORT)
     thresholds: Thresholds = field(default_factory=Thresholds.defaults)
     faults: tuple[str, ...] = ()
+    # What an inconclusive verdict does to the exit status: "fail" keeps a required CI check
+    # red when nothing was proven (`pytest_apex.exitstatus`).
+    inconclusive: InconclusivePolicy = "fail"
     rootdir: Path = Path()
     app: AppDescription = field(default_factory=reference_description)
 

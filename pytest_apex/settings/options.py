@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import pytest
 
+from pytest_apex.exitstatus import INCONCLUSIVE_EXIT
 from pytest_apex.reference import FAULTS_ENV, KNOWN_FAULTS
 from pytest_apex.settings.model import DEFAULT_REPORT, ApexSettings
 from pytest_apex.settings.resolve import RawOptions, resolve
@@ -96,6 +97,15 @@ def add_options(parser: pytest.Parser) -> None:
         "string",
         metavar="PATH",
     )
+    option(
+        "--apex-inconclusive",
+        "apex_inconclusive",
+        "exit status of a run whose verdict is inconclusive (nothing failed, something could "
+        f"not be judged): 'fail' (default) exits {INCONCLUSIVE_EXIT}, 'pass' exits 0; either "
+        "way the report says inconclusive. A failed criterion exits 1",
+        "string",
+        metavar="fail|pass",
+    )
 
 
 def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
@@ -114,6 +124,7 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         thresholds=option.apex_thresholds or (),
         faults=option.apex_faults,
         app=option.apex_app,
+        inconclusive=option.apex_inconclusive,
     )
     ini_value: Callable[[str], Any] = config.getini
     ini = RawOptions(
@@ -128,5 +139,6 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         thresholds=ini_value("apex_thresholds") or (),
         faults=ini_value("apex_faults") or None,
         app=ini_value("apex_app") or None,
+        inconclusive=ini_value("apex_inconclusive") or None,
     )
     return resolve(cli, ini, rootdir=config.rootpath, project_dir=ini_base, environ=os.environ)

@@ -12,14 +12,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 import pytest
 
 from pytest_apex.app import AppDescription, DescriptionError, find_description, load_description
 from pytest_apex.reference import reference_description
-from pytest_apex.settings.model import DEFAULT_REPORT, ApexSettings
+from pytest_apex.settings.model import (
+    DEFAULT_REPORT,
+    INCONCLUSIVE_POLICIES,
+    ApexSettings,
+    InconclusivePolicy,
+)
 from pytest_apex.settings.thresholds import (
     DEFAULT_PROFILE,
     PROFILES,
@@ -52,6 +57,7 @@ OPTION_KEYS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "thresholds": ("--apex-threshold", "apex_thresholds"),
         "faults": ("--apex-faults", "apex_faults"),
         "app": ("--apex-app", "apex_app"),
+        "inconclusive": ("--apex-inconclusive", "apex_inconclusive"),
     }
 )
 
@@ -77,6 +83,7 @@ class RawOptions:
     thresholds: Sequence[str] = ()
     faults: str | None = None
     app: str | None = None
+    inconclusive: str | None = None
 
     def key(self, option: str) -> str:
         cli, ini = OPTION_KEYS[option]
@@ -105,6 +112,18 @@ def _resolve_profile(cli: RawOptions, ini: RawOptions) -> str:
             ", ".join(PROFILES),
         )
     return profile
+
+
+def _resolve_inconclusive(cli: RawOptions, ini: RawOptions) -> InconclusivePolicy:
+    value, source = _pick("inconclusive", cli, ini)
+    policy = (value or "fail").strip()
+    if policy not in INCONCLUSIVE_POLICIES:
+        raise _error(
+            source.key("inconclusive"),
+            f"unknown value {policy!r}{did_you_mean(policy, INCONCLUSIVE_POLICIES)}",
+            ", ".join(INCONCLUSIVE_POLICIES),
+        )
+    return cast(InconclusivePolicy, policy)
 
 
 def _resolve_urls(cli: RawOptions, ini: RawOptions) -> dict[str, str]:
@@ -263,6 +282,7 @@ def resolve(
         report=_resolve_path(report or DEFAULT_REPORT, report_source.base if report else rootdir),
         thresholds=Thresholds(overrides, profile=profile, overridden=overrides),
         faults=faults,
+        inconclusive=_resolve_inconclusive(cli, ini),
         rootdir=rootdir,
         app=app,
     )

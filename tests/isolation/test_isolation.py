@@ -6,17 +6,24 @@ users are real: each logs in, marks everything it sends with its own canary, and
 agent at the same moment as all the others while probing their threads. Each criterion of
 the report is recorded (`apex_criteria`) and the test fails naming every one that did not
 hold, with a few examples of which user saw whose data.
+
+"0 breaches" counts only as far as the probes were answered: every probe kind has a positive
+control (answered >= sent), and its breach criterion is inconclusive while any probe went
+unanswered (a 5xx, an exception, the deadline), so a backend that answers nothing can never
+pass. A database check that cannot run is an inconclusive criterion, never a silent skip.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 from typing import Final
 
 import pytest
 
 from pytest_apex.fixtures import AgentRunner, UserFactory
-from pytest_apex.isolation.accounting import BreachKind
+from pytest_apex.isolation.accounting import BreachKind, ProbeKind
 from pytest_apex.isolation.database import violations_of_users
 from pytest_apex.isolation.scenario import ScenarioResult, ScenarioSpec, run_isolation_scenario
 from pytest_apex.recording import Check, CriteriaRecorder
@@ -43,6 +50,37 @@ def breach_check(
         spec.op,
         detail=result.ledger.summary(kind, EXAMPLES),
     )
+
+
+def probe_checks(
+    result: ScenarioResult, thresholds: Thresholds, name: str, control: str, kind: ProbeKind
+) -> list[Check]:
+    """Breach criterion `name` of a probe kind, and its positive control `control`:
+    answered >= sent.
+
+    Breaches seen are breaches however many probes went unanswered; no breach seen counts
+    only when every probe was answered (samples = answered, min_samples = sent).
+    """
+    tally = result.ledger.probes(kind)
+    unanswered = result.ledger.probe_summary(kind, EXAMPLES)
+    breaches = breach_check(result, thresholds, name, kind)
+    if breaches.observed <= breaches.threshold:
+        breaches = replace(
+            breaches,
+            samples=tally.answered,
+            min_samples=tally.sent,
+            detail="; ".join(filter(None, [breaches.detail, unanswered])),
+        )
+    answered = Check(
+        control,
+        tally.answered,
+        tally.sent,
+        ">=",
+        unit="probes",
+        detail=unanswered,
+        inconclusive="" if tally.sent else "no probe was sent",
+    )
+    return [answered, breaches]
 
 
 def incomplete_runs(result: ScenarioResult) -> str:
@@ -105,8 +143,20 @@ async def test_concurrent_users_never_see_each_others_data(
             detail=incomplete_runs(result),
         ),
         breach_check(result, thresholds, "cross_user_events", "events"),
-        breach_check(result, thresholds, "cross_user_thread_lists", "thread_lists"),
-        breach_check(result, thresholds, "cross_user_thread_access", "thread_access"),
+        *probe_checks(
+            result,
+            thresholds,
+            "cross_user_thread_lists",
+            "thread_list_probes_answered",
+            "thread_lists",
+        ),
+        *probe_checks(
+            result,
+            thresholds,
+            "cross_user_thread_access",
+            "thread_access_probes_answered",
+            "thread_access",
+        ),
         Check(
             "runs_completed",
             result.runs_completed,
@@ -116,27 +166,35 @@ async def test_concurrent_users_never_see_each_others_data(
             detail=incomplete_runs(result),
         ),
     ]
-    dsn, no_database = postgres_dsn(request)
-    if dsn is not None:
-        rows = await violations_of_users(dsn, result.user_ids)
-        labels = {a.user_id: a.label for a in result.ledger.accounts.values()}
-        described = [
-            f"agent instance {str(r['agent_instance_id'])[:8]}… served "
-            f"{r['user_count']} users ({r['run_count']} runs), e.g. "
-            + ", ".join(labels.get(u, "a user outside this run") for u in r["user_ids"][:EXAMPLES])
-            for r in rows[:EXAMPLES]
-        ]
-        breaches = thresholds.spec("isolation_breaches_max")
-        assert breaches.op is not None
-        checks.append(
-            Check(
-                "isolation_violations.rows",
-                len(rows),
-                thresholds.integer("isolation_breaches_max"),
-                breaches.op,
-                detail="; ".join(described),
-            )
-        )
+    checks.append(await database_check(result, thresholds, request))
     apex_criteria.judge(checks)
+
+
+async def database_check(
+    result: ScenarioResult, thresholds: Thresholds, request: pytest.FixtureRequest
+) -> Check:
+    """Agent instances recorded under more than one of this run's users (inconclusive when
+    the database cannot be reached: a dependency of the check, not of the app)."""
+    breaches = thresholds.spec("isolation_breaches_max")
+    assert breaches.op is not None
+    limit = thresholds.integer("isolation_breaches_max")
+    dsn, no_database = postgres_dsn(request)
     if dsn is None:
-        pytest.skip(f"every other criterion held; the database check did not run: {no_database}")
+        return Check(
+            "isolation_violations.rows",
+            math.nan,
+            limit,
+            breaches.op,
+            inconclusive=f"the database check did not run: {no_database}",
+        )
+    rows = await violations_of_users(dsn, result.user_ids)
+    labels = {a.user_id: a.label for a in result.ledger.accounts.values()}
+    described = [
+        f"agent instance {str(r['agent_instance_id'])[:8]}… served "
+        f"{r['user_count']} users ({r['run_count']} runs), e.g. "
+        + ", ".join(labels.get(u, "a user outside this run") for u in r["user_ids"][:EXAMPLES])
+        for r in rows[:EXAMPLES]
+    ]
+    return Check(
+        "isolation_violations.rows", len(rows), limit, breaches.op, detail="; ".join(described)
+    )

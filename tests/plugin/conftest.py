@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.report_schema import assert_valid_report
+
 FAKE_SESSION = Path(__file__).with_name("fake_session.py").read_text(encoding="utf-8")
 
 
@@ -48,7 +50,8 @@ class ApexPytester:
         return self.pytester.parseconfigure(*self.QUIET, *args)
 
     def report(self, name: str = ".apex/report.json") -> dict[str, Any]:
-        return json.loads((self.path / name).read_text(encoding="utf-8"))
+        """The run's JSON verdict, validated against the shipped schema."""
+        return assert_valid_report(json.loads((self.path / name).read_text(encoding="utf-8")))
 
     def events(self) -> list[dict[str, Any]]:
         return read_events(self.path)

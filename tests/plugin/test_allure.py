@@ -11,6 +11,7 @@ import pytest
 
 from pytest_apex.reporting import allure as allure_report
 from tests.plugin.conftest import ApexPytester, read_events, run_projects
+from tests.report_schema import assert_valid_report
 
 SUITE_TESTS = """
 import logging
@@ -25,6 +26,22 @@ def test_p95(apex_criteria):
 @pytest.mark.isolation
 def test_breaches(apex_criteria):
     apex_criteria.check("breaches", 1, 0, "<=")
+
+@pytest.mark.isolation
+def test_unjudged(apex_criteria):
+    apex_criteria.record("cross_user_events", 0, 0, "<=")
+    apex_criteria.check(
+        "isolation_violations.rows",
+        float("nan"),
+        0,
+        "<=",
+        inconclusive="the database at postgresql://apex:hunter2@db/apex did not answer",
+    )
+
+@pytest.mark.isolation
+def test_skips_after_recording(apex_criteria):
+    apex_criteria.check("cross_user_events", 0, 0, "<=")
+    pytest.skip("the database check did not run")
 
 @pytest.mark.health
 def test_uses_the_target(apex_target):
@@ -60,8 +77,9 @@ def allure_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
     projects = {name: tmp_path_factory.mktemp(f"allure-{name}") for name in names}
     results = run_projects({projects[n]: args for n, args in names.items()}, SUITE_TESTS)
-    for result in results.values():
+    for project, result in results.items():
         assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
+        assert_valid_report(json.loads((project / ".apex" / "report.json").read_text()))
     return projects
 
 
@@ -83,6 +101,26 @@ def test_each_criterion_is_a_step_with_observed_and_threshold(allure_run: Path) 
     }
 
 
+@pytest.mark.parametrize("run", ["single", "xdist"])
+def test_an_inconclusive_test_and_its_step_never_read_as_passed(
+    allure_runs: dict[str, Path], run: str
+) -> None:
+    results = _results(allure_runs[run] / "allure-results")
+    unjudged = results["test_unjudged"]
+    assert unjudged["status"] == "unknown"  # allure-pytest alone says "skipped"
+    assert [(s["name"], s["status"]) for s in unjudged["steps"]] == [
+        ("isolation cross_user_events 0 <= 0", "passed"),
+        (
+            "isolation isolation_violations.rows inconclusive (needs <= 0): the database at "
+            "postgresql://apex:[REDACTED]@db/apex did not answer",
+            "broken",
+        ),
+    ]
+    assert {"name": "apex.outcome", "value": "inconclusive"} in unjudged["labels"]
+    # A skip after recording criteria is no plain skip either.
+    assert results["test_skips_after_recording"]["status"] == "unknown"
+
+
 def test_suites_are_epics(allure_run: Path) -> None:
     results = _results(allure_run)
     epics = {
@@ -92,13 +130,19 @@ def test_suites_are_epics(allure_run: Path) -> None:
     assert epics == {
         "test_p95": ["load"],
         "test_breaches": ["isolation"],
+        "test_unjudged": ["isolation"],
+        "test_skips_after_recording": ["isolation"],
         "test_uses_the_target": ["health"],
     }
 
 
 def test_allure_epics_option_selects_by_suite(allure_runs: dict[str, Path]) -> None:
     # The epic labels exist at collection time, so allure-pytest's own filter sees them.
-    assert set(_results(allure_runs["epics"] / "allure-results")) == {"test_breaches"}
+    assert set(_results(allure_runs["epics"] / "allure-results")) == {
+        "test_breaches",
+        "test_unjudged",
+        "test_skips_after_recording",
+    }
 
 
 def test_environment_properties(allure_run: Path) -> None:
@@ -117,11 +161,13 @@ def test_categories_are_written_and_classify_the_failures(allure_run: Path) -> N
         "Isolation breach",
         "SLO breach",
         "Stack failure",
+        "Inconclusive",
         "Test defect",
     ]
     results = _results(allure_run)
     assert _category(categories, results["test_breaches"]) == "Isolation breach"
     assert _category(categories, results["test_p95"]) == "SLO breach"
+    assert _category(categories, results["test_unjudged"]) == "Inconclusive"
 
 
 def _category(categories: list[dict[str, Any]], result: dict[str, Any]) -> str | None:
@@ -185,7 +231,7 @@ def test_attachments_and_step_text_are_redacted(allure_run: Path) -> None:
 
 def test_nothing_allure_without_alluredir(apex: ApexPytester) -> None:
     apex.pytester.makepyfile(SUITE_TESTS)
-    apex.run().assert_outcomes(failed=3)
+    apex.run().assert_outcomes(failed=3, skipped=2)
     assert not list(apex.path.glob("**/environment.properties"))
     assert not list(apex.path.glob("**/categories.json"))
 
@@ -193,7 +239,13 @@ def test_nothing_allure_without_alluredir(apex: ApexPytester) -> None:
 def test_allure_under_xdist_is_written_by_the_controller(allure_runs: dict[str, Path]) -> None:
     project = allure_runs["xdist"]
     results_dir = project / "allure-results"
-    assert set(_results(results_dir)) == {"test_p95", "test_breaches", "test_uses_the_target"}
+    assert set(_results(results_dir)) == {
+        "test_p95",
+        "test_breaches",
+        "test_unjudged",
+        "test_skips_after_recording",
+        "test_uses_the_target",
+    }
     assert len(_results(results_dir)["test_p95"]["steps"]) == 2
     properties = (results_dir / "environment.properties").read_text()
     assert "target=compose:apexrun-fake" in properties
@@ -217,6 +269,7 @@ def test_user_categories_are_kept_ahead_of_ours(tmp_path: Path) -> None:
         "Isolation breach",
         "SLO breach",
         "Stack failure",
+        "Inconclusive",
         "Test defect",
     ]
 

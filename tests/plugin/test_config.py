@@ -28,6 +28,7 @@ OPTIONS = {
     "--apex-threshold": "apex_thresholds",
     "--apex-faults": "apex_faults",
     "--apex-app": "apex_app",
+    "--apex-inconclusive": "apex_inconclusive",
 }
 
 
@@ -370,6 +371,26 @@ def test_unknown_profile_from_ini_names_the_ini_key(apex: ApexPytester) -> None:
     message = _usage_error(apex)
     assert message.startswith("apex: apex_profile:")
     assert "did you mean staging?" in message
+
+
+def test_inconclusive_policy_defaults_to_fail_and_reads_its_ini_twin(apex: ApexPytester) -> None:
+    assert _settings(apex).inconclusive == "fail"
+    apex.pytester.makeini("[pytest]\napex_inconclusive = pass\n")
+    assert _settings(apex).inconclusive == "pass"
+    assert _settings(apex, "--apex-inconclusive=fail").inconclusive == "fail"
+
+
+def test_unknown_inconclusive_policy_names_the_key_and_the_values(apex: ApexPytester) -> None:
+    message = _usage_error(apex, "--apex-inconclusive=passs")
+    assert message.startswith("apex: --apex-inconclusive: unknown value 'passs'")
+    assert "did you mean pass?" in message
+    assert message.endswith("accepted: fail, pass")
+
+
+def test_help_documents_the_exit_codes_of_a_verdict(apex: ApexPytester) -> None:
+    out = " ".join(apex.run("--help").stdout.str().split())
+    assert "'fail' (default) exits 6, 'pass' exits 0" in out
+    assert "A failed criterion exits 1" in out
 
 
 def test_unknown_threshold_lists_the_names_and_suggests_one(apex: ApexPytester) -> None:

@@ -7,27 +7,10 @@ from typing import Any
 
 import pytest
 
-from pytest_apex.adapters.base import AgentRun
 from pytest_apex.isolation.accounting import EVENTS_PER_RUN, Ledger
 from pytest_apex.isolation.canary import CANARY_PATTERN, CanaryBook, new_canary, redact_canary
 from pytest_apex.isolation.scenario import ScenarioSpec, run_isolation_scenario
-
-EVENT_TYPES = ("agent_started", "agent_thinking", "tool_executing", "tool_completed")
-
-
-def event(kind: str, run_id: str, user_id: str, text: str) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "run_id": run_id,
-        "payload": {"user_id": user_id, "user_request": text},
-    }
-
-
-def run_of(run_id: str, user_id: str, text: str, *, complete: bool = True) -> AgentRun:
-    kinds = [*EVENT_TYPES, "agent_completed"] if complete else list(EVENT_TYPES[:2])
-    run = AgentRun(run_id=run_id, thread_id="t", user_request=text, seconds=1.5)
-    run.events = [event(k, run_id, user_id, text) for k in kinds]
-    return run
+from tests.plugin.fake_users import FakeWorld, event, run_of
 
 
 @pytest.fixture
@@ -162,62 +145,11 @@ def test_thread_access_refused_is_fine_anything_else_is_a_breach_or_an_error(
 # --- the scenario against in-memory users ------------------------------------------------------
 
 
-class FakeSession:
-    """An in-memory user; the world's flags switch on the reference stack's faults."""
-
-    def __init__(self, index: int, world: dict[str, Any]) -> None:
-        self.user_id = f"uid-{index}"
-        self.email = f"user{index}@apex.test"
-        self.world = world
-        self.inbox: list[dict[str, Any]] = []
-
-    async def create_thread(self, title: str) -> dict[str, Any]:
-        thread = {"id": f"th-{self.user_id}", "user_id": self.user_id, "title": title}
-        self.world["threads"][thread["id"]] = thread
-        return thread
-
-    async def list_threads(self) -> list[dict[str, Any]]:
-        threads = self.world["threads"].values()
-        if self.world.get("unscoped"):
-            return list(threads)
-        return [t for t in threads if t["user_id"] == self.user_id]
-
-    async def get_thread(self, thread_id: str) -> tuple[int, dict[str, Any]]:
-        thread = self.world["threads"][thread_id]
-        if thread["user_id"] != self.user_id and not self.world.get("idor"):
-            return 404, {"detail": "not found"}
-        return 200, thread
-
-    async def run_agent(self, thread_id: str, user_request: str, timeout: float) -> AgentRun:
-        self.world["running"] += 1
-        self.world["peak"] = max(self.world["peak"], self.world["running"])
-        await asyncio.sleep(0)  # let the others start: all runs overlap
-        run = run_of(f"run-{user_request[-6:]}", self.user_id, user_request)
-        if self.world.get("broadcast"):  # every run's first event reaches every socket
-            for other in self.world["sessions"]:
-                if other is not self:
-                    other.inbox.extend(run.events[:1])
-        run.foreign, self.inbox = self.inbox, []
-        self.world["running"] -= 1
-        return run
-
-    async def close(self) -> None:
-        return None
-
-
 def scenario(users: int, **world_flags: Any) -> Any:
-    world: dict[str, Any] = {"threads": {}, "running": 0, "peak": 0, **world_flags}
-    sessions = [FakeSession(i, world) for i in range(users)]
-    world["sessions"] = sessions
-
-    async def make_users(count: int) -> list[FakeSession]:
-        return sessions[:count]
-
-    async def run_agent(s: Any, thread_id: str, text: str, timeout: float) -> AgentRun:
-        return await s.run_agent(thread_id, text, timeout)
-
+    world = FakeWorld(users, **world_flags)
     spec = ScenarioSpec(users=users, runs_per_user=2, probes_per_user=2, deadline_s=30)
-    return asyncio.run(run_isolation_scenario(spec, make_users, run_agent)), world, sessions
+    result = asyncio.run(run_isolation_scenario(spec, world.make_users, world.run_agent))
+    return result, world.state, world.sessions
 
 
 def test_the_scenario_on_isolated_users_measures_everything_and_finds_nothing() -> None:
@@ -252,3 +184,32 @@ def test_a_spec_refuses_a_run_that_could_not_show_anything() -> None:
         ScenarioSpec(users=1)
     with pytest.raises(ValueError, match="runs_per_user"):
         ScenarioSpec(users=2, runs_per_user=0)
+
+
+def test_probes_answered_500_are_sent_but_unanswered_never_clean() -> None:
+    result, _, _ = scenario(4, server_errors=True)
+    ledger = result.ledger
+    lists, access = ledger.probes("thread_lists"), ledger.probes("thread_access")
+    assert (lists.sent, lists.answered, len(lists.unanswered)) == (4, 0, 4)
+    assert (access.sent, access.answered, len(access.unanswered)) == (8, 0, 8)
+    assert ledger.breach_counts() == {"events": 0, "thread_lists": 0, "thread_access": 0}
+    summary = ledger.probe_summary("thread_lists")
+    assert summary.startswith("4 of 4 probes unanswered: 4 errors, e.g. user0 <user0@apex.test>: ")
+    assert "listing threads raised ServerError: Server error '500" in summary
+    assert ledger.probe_summary("thread_access").startswith("8 of 8 probes unanswered")
+    assert "answered 500" in ledger.probe_summary("thread_access")
+    m = result.measurements()
+    assert (m["thread_access_probes_sent"], m["thread_access_probes_answered"]) == (8, 0)
+    assert (m["thread_list_probes_sent"], m["thread_list_probes_answered"]) == (4, 0)
+
+
+def test_a_probe_cut_off_by_the_deadline_counts_as_unanswered(ledger: Ledger) -> None:
+    ledger.probe_sent(0, "thread_access")
+    ledger.probe_sent(0, "thread_access")
+    ledger.record_thread_access(0, 1, 404, {})
+    tally = ledger.probes("thread_access")
+    assert (tally.sent, tally.answered, tally.silent) == (2, 1, 1)
+    assert ledger.probe_summary("thread_access") == (
+        "1 of 2 probes unanswered: 1 still running at the deadline"
+    )
+    assert ledger.probe_summary("thread_lists") == ""

@@ -209,9 +209,9 @@ def test_terminal_summary_table_grouped_by_suite(apex: ApexPytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*= apex criteria =*",
-            "health: 1 passed, 0 failed",
+            "health: 1 passed, 0 failed, 0 inconclusive",
             "  ✓  availability  1.00  >  0.999",
-            "load: 1 passed, 1 failed",
+            "load: 1 passed, 1 failed, 0 inconclusive",
             "  ✓  p95           1.20  <   2.00  s  at 10 users (stage 1/5)",
             "  ✗  p95           2.41  <   2.00  s  at 150 users (stage 5/5)",
             "verdict: FAIL (2/3 criteria met)",

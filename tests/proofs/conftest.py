@@ -16,6 +16,7 @@ from typing import Any, Final
 import pytest
 
 from tests.conftest import ROOT
+from tests.report_schema import assert_valid_report
 
 ACCEPTANCE: Final = ROOT / "tests" / "acceptance"
 HEALTH_SUITE: Final = ACCEPTANCE / "test_health.py"
@@ -43,7 +44,7 @@ def run_suite(
     assert report.is_file(), (
         f"the child run wrote no verdict at {report}:\n{result.stdout.str()}\n{result.stderr.str()}"
     )
-    return result, json.loads(report.read_text(encoding="utf-8"))
+    return result, assert_valid_report(json.loads(report.read_text(encoding="utf-8")))
 
 
 def failed_criteria(report: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -25,6 +25,8 @@ CRITERIA: Final = frozenset(
         "cross_user_events",
         "cross_user_thread_lists",
         "cross_user_thread_access",
+        "thread_list_probes_answered",
+        "thread_access_probes_answered",
         "runs_completed",
         "isolation_violations.rows",
     }
