@@ -42,7 +42,9 @@ def http() -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def api(notes_stack: NotesStack) -> str:
-    """The api's base URL; per test, because recreating the api moves its port."""
+    """The clean api's base URL. Per test: a planted-bug test may have left the api with a
+    bug on (it is switched off here, only when needed), and recreating it moves its port."""
+    notes_stack.set_bugs()
     return notes_stack.url("api")
 
 

@@ -1,16 +1,14 @@
 """Each planted bug (NOTES_BUGS) makes a leak that a test can observe, and only its own.
 
-The api is recreated with the switch on (compose waits for it to be healthy again) and,
-after this module, with every switch off. The clean behaviour of the same routes is proven
-in test_isolation.py; here each bug's leak and the other route's still-closed door.
+The api is recreated with the switch on (compose waits for it to be healthy again); the
+`api` fixture of the clean tests switches every bug off again when one of them runs later.
+The clean behaviour of the same routes is proven in test_isolation.py; here each bug's leak
+and the other route's still-closed door.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
-import pytest
 
 from tests.notes.conftest import User, create_note, create_notebook
 from tests.notes.markers import NOTES_STACK
@@ -19,23 +17,17 @@ from tests.notes.stack import NotesStack
 pytestmark = NOTES_STACK
 
 
-@pytest.fixture(scope="module")
-def buggy_stack(notes_stack: NotesStack) -> Iterator[NotesStack]:
-    try:
-        yield notes_stack
-    finally:
-        notes_stack.set_bugs()
-
-
 def _alices_private_notebook(http: httpx.Client, api: str, alice: User) -> tuple[dict, dict]:
     notebook = create_notebook(http, api, alice, "alice's diary")
     note = create_note(http, api, alice, notebook["id"], "monday", "alice's secret")
     return notebook, note
 
 
-def test_notebook_idor_lets_bob_read_alices_notebook(http: httpx.Client, buggy_stack, new_user):
-    buggy_stack.set_bugs("notebook_idor")
-    api = buggy_stack.url("api")
+def test_notebook_idor_lets_bob_read_alices_notebook(
+    http: httpx.Client, notes_stack: NotesStack, new_user
+):
+    notes_stack.set_bugs("notebook_idor")
+    api = notes_stack.url("api")
     alice, bob = new_user(), new_user()
     notebook, _ = _alices_private_notebook(http, api, alice)
 
@@ -48,9 +40,11 @@ def test_notebook_idor_lets_bob_read_alices_notebook(http: httpx.Client, buggy_s
     assert notes.status_code == 404
 
 
-def test_notes_list_leak_lets_bob_list_alices_notes(http: httpx.Client, buggy_stack, new_user):
-    buggy_stack.set_bugs("notes_list_leak")
-    api = buggy_stack.url("api")
+def test_notes_list_leak_lets_bob_list_alices_notes(
+    http: httpx.Client, notes_stack: NotesStack, new_user
+):
+    notes_stack.set_bugs("notes_list_leak")
+    api = notes_stack.url("api")
     alice, bob = new_user(), new_user()
     notebook, note = _alices_private_notebook(http, api, alice)
 
