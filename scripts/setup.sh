@@ -248,6 +248,10 @@ step_images() {
   say "building the reference stack images (cached after the first run)"
   docker compose -f "$COMPOSE_FILE" --env-file "$STACK_DIR/.env.staging" build -q \
     || fail "docker compose build failed for $COMPOSE_FILE"
+  # The Notes example app (fixtures/notes): Debian packages only, nothing from `wheels`.
+  say "building the Notes example app images (cached after the first run)"
+  docker compose -f "$ROOT/fixtures/notes/compose.yml" build -q \
+    || fail "docker compose build failed for fixtures/notes/compose.yml"
   say "images ready"
 }
 
