@@ -192,7 +192,10 @@ class _Run:
         for answer in answers:
             self.result.answers_scanned += 1
             for sighting in self.identities.foreign(answer.body, answer.text, user.index):
-                self._breach(user, channel, sighting, answer)
+                # An id the viewer put in the URL itself (a probe) is no leak when echoed
+                # back ("notebook <id> not found"); a served probe is judged on its own.
+                if sighting.value not in answer.url:
+                    self._breach(user, channel, sighting, answer)
 
     def _breach(
         self, user: _User, channel: BreachChannel, seen: Sighting, answer: Answered

@@ -112,3 +112,19 @@ def test_identities_are_recognised_truncated_nested_and_by_id_fields() -> None:
     text = "error: row 7d1f2c3a-0000-4000-8000-000000000001 locked"
     assert [s.kind for s in book.foreign(None, text, viewer=2)] == ["user_id"]
     assert book.foreign(body, "", viewer=1) == []
+
+
+async def test_an_error_that_echoes_the_asked_id_is_no_leak() -> None:
+    app = FakeRestApp()
+    original = app._notebook
+
+    def echoing(method, item_id, body, caller):  # type: ignore[no-untyped-def]
+        answer = original(method, item_id, body, caller)
+        if answer.status_code == 404:
+            return httpx.Response(404, json={"detail": f"notebook {item_id} not found"})
+        return answer
+
+    app._notebook = echoing  # type: ignore[method-assign]
+    result = await _run(app)
+    assert result.probes_refused == result.probes_sent > 0
+    assert result.breaches == []
