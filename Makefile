@@ -16,7 +16,7 @@ setup:
 
 ## The project's own tests: plugin unit tests, the reference stack's tests, the suites' fault proofs.
 test: setup
-	$(PYTEST) tests/plugin tests/stack tests/proofs $(PYTEST_ARGS)
+	$(PYTEST) tests/plugin tests/stack tests/notes tests/proofs $(PYTEST_ARGS)
 
 test-plugin:
 	$(PYTEST) tests/plugin $(PYTEST_ARGS)
