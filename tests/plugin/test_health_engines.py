@@ -13,7 +13,7 @@ import pytest
 
 from pytest_apex.health.config import PromisedConfig, backend_config_in_effect, compare
 from pytest_apex.health.http_posture import CorsAnswer, foreign_origins, security_header_problems
-from pytest_apex.health.metrics import missing_series
+from pytest_apex.health.metrics import MetricsUnreadable, missing_series
 from pytest_apex.health.probes import HealthProbe
 
 
@@ -124,3 +124,30 @@ def test_missing_series_needs_a_sample_not_just_a_type_line() -> None:
     assert missing_series(
         text, ["apex_ws_connections", "apex_db_pool_size", "apex_http_requests_total"]
     ) == ["apex_ws_connections"]
+
+
+def test_a_label_value_holding_a_brace_does_not_hide_its_series() -> None:
+    text = 'apex_http_requests_total{route="/api/threads/{id}",status="200"} 3.0\n'
+    assert missing_series(text, ["apex_http_requests_total"]) == []
+
+
+def test_a_histogram_family_is_found_by_its_own_name_and_by_each_sample_name() -> None:
+    text = (
+        "# TYPE apex_request_seconds histogram\n"
+        'apex_request_seconds_bucket{le="0.5"} 2.0\n'
+        'apex_request_seconds_bucket{le="+Inf"} 3.0\n'
+        "apex_request_seconds_sum 1.2\n"
+        "apex_request_seconds_count 3.0\n"
+    )
+    names = [
+        "apex_request_seconds",
+        "apex_request_seconds_bucket",
+        "apex_request_seconds_sum",
+        "apex_request_seconds_count",
+    ]
+    assert missing_series(text, names) == []
+
+
+def test_a_page_that_is_not_prometheus_text_is_unreadable_not_empty() -> None:
+    with pytest.raises(MetricsUnreadable):
+        missing_series("<html>502 Bad Gateway</html>\n", ["apex_ws_connections"])
