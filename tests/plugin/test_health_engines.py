@@ -14,7 +14,9 @@ import pytest
 from pytest_apex.health.config import PromisedConfig, backend_config_in_effect, compare
 from pytest_apex.health.http_posture import CorsAnswer, foreign_origins, security_header_problems
 from pytest_apex.health.metrics import MetricsUnreadable, missing_series
+from pytest_apex.health.posture import runs_as_root
 from pytest_apex.health.probes import HealthProbe
+from pytest_apex.targets.base import ContainerInfo
 
 
 def _ready(checks: dict[str, list[dict[str, str]]], code: int = 200) -> HealthProbe:
@@ -151,3 +153,20 @@ def test_a_histogram_family_is_found_by_its_own_name_and_by_each_sample_name() -
 def test_a_page_that_is_not_prometheus_text_is_unreadable_not_empty() -> None:
     with pytest.raises(MetricsUnreadable):
         missing_series("<html>502 Bad Gateway</html>\n", ["apex_ws_connections"])
+
+
+def _container(user: str) -> ContainerInfo:
+    return ContainerInfo("backend", "c0ffee", "sha256:feed", "running", "healthy", user, 1, 1)
+
+
+ROOT_USERS = ("", "root", "0", "00", "0:0", "root:root", "0:1000", "root:staff")
+
+
+@pytest.mark.parametrize("user", ROOT_USERS)
+def test_the_user_part_decides_root(user: str) -> None:
+    assert runs_as_root(_container(user))
+
+
+@pytest.mark.parametrize("user", ["apex", "10001", "10001:10001", "1000:0", "apex:root"])
+def test_a_non_root_user_is_non_root_whatever_its_group(user: str) -> None:
+    assert not runs_as_root(_container(user))
