@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 
+import httpx
 import pytest
 
 from pytest_apex.health.config import PromisedConfig, backend_config_in_effect, compare
 from pytest_apex.health.http_posture import CorsAnswer, foreign_origins, security_header_problems
 from pytest_apex.health.metrics import MetricsUnreadable, missing_series
 from pytest_apex.health.posture import runs_as_root
-from pytest_apex.health.probes import HealthProbe
+from pytest_apex.health.probes import HealthProbe, ResponseTime, probe_repeatedly, timed_probe
 from pytest_apex.targets.base import ContainerInfo
 
 
@@ -170,3 +171,41 @@ def test_the_user_part_decides_root(user: str) -> None:
 @pytest.mark.parametrize("user", ["apex", "10001", "10001:10001", "1000:0", "apex:root"])
 def test_a_non_root_user_is_non_root_whatever_its_group(user: str) -> None:
     assert not runs_as_root(_container(user))
+
+
+REFUSED = "http://127.0.0.1:9/health"  # the discard port: nothing listens, so it is refused
+
+
+def test_a_refused_probe_is_no_answer_and_counts_as_its_whole_budget() -> None:
+    with httpx.Client() as client:
+        probes = probe_repeatedly(client, REFUSED, 5, budget_s=0.3)
+    assert len(probes) == 1, "the first unanswered probe decides; the others are not sent"
+    assert not probes[0].answered
+    assert probes[0].seconds >= 0.3
+    times = ResponseTime(tuple(probes))
+    assert times.seconds >= 0.3 > 0.25  # fails any threshold below the budget
+    assert "no answer within 0.3 s" in times.describe()
+
+
+def test_the_slowest_probe_is_chosen_among_the_unanswered_ones_first() -> None:
+    fast = HealthProbe("http://x/health", 200, "application/health+json", 0.9, {"status": "pass"})
+    refused = HealthProbe("http://x/health/ready", 0, "", 0.6, error="no answer within 0.6 s")
+    times = ResponseTime((fast, refused))
+    assert times.slowest is refused
+    assert times.seconds == 0.6
+    assert math.isnan(ResponseTime(()).seconds)  # nothing probed is not fast
+
+
+def test_a_service_that_answers_after_refusing_is_timed_until_its_answer() -> None:
+    refusals = iter(range(2))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if next(refusals, None) is not None:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json={"status": "pass"})
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        answer = timed_probe(client, "http://x/health", budget_s=5.0)
+    assert answer.answered
+    assert answer.ok
+    assert answer.seconds >= 0.1  # two retry pauses of 50 ms

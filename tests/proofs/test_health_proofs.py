@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from typing import Final
 
 import pytest
 
@@ -134,3 +135,24 @@ def test_health_suite_passes_in_full_on_a_compose_target_with_one_stack_for_four
     environment = (allure_dir / "environment.properties").read_text()
     assert f"target=compose:{project}" in environment
     assert "image.backend=sha256:" in environment, environment
+
+
+NOBODY: Final = "http://127.0.0.1:9"  # the discard port on loopback: every connection is refused
+
+
+def test_health_suite_never_passes_a_target_where_nothing_answers(
+    pytester: pytest.Pytester,
+) -> None:
+    """`pytest -m health --apex-url backend=... --apex-url auth=...` at a port where nothing
+    listens: no criterion may pass (a refused connection is no fast answer, an empty list
+    of answers is no proof), and the verdict is fail or inconclusive, never pass."""
+    result, report = run_suite(
+        pytester, HEALTH_SUITE, {"backend": NOBODY, "auth": NOBODY}, ["-m", "health"]
+    )
+
+    assert result.ret != pytest.ExitCode.OK, result.stdout.str()
+    assert report["verdict"] in ("fail", "inconclusive"), report
+    passed = [c["name"] for c in report["criteria"] if c["outcome"] == "pass"]
+    assert not passed, f"criteria passed against a target that never answered: {passed}"
+    failed = {c["name"] for c in failed_criteria(report)}
+    assert {"backend.liveness", "auth.liveness"} <= failed, failed
