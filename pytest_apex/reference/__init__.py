@@ -6,10 +6,11 @@ its environment variables or its conventions.
 """
 
 from pytest_apex.reference.stack import (
+    CONTAINER_FAULTS,
     EMAIL_DOMAIN,
     FAULTS_ENV,
     KNOWN_FAULTS,
     PORT_SCHEMES,
 )
 
-__all__ = ["EMAIL_DOMAIN", "FAULTS_ENV", "KNOWN_FAULTS", "PORT_SCHEMES"]
+__all__ = ["CONTAINER_FAULTS", "EMAIL_DOMAIN", "FAULTS_ENV", "KNOWN_FAULTS", "PORT_SCHEMES"]
