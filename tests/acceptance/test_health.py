@@ -470,7 +470,7 @@ async def test_bad_token_is_rejected_on_rest_and_websocket(
             ),
             controls.refusals(
                 f"jwt_{kind}.ws_rejected",
-                [auth_probe.controlled(ws_control[t], ws[t], f"ws {t}") for t in ws],
+                [auth_probe.controlled(ws_control[t], ws[t], "websocket") for t in ws],
                 nothing=NO_SOCKET,
             ),
         ],
