@@ -27,7 +27,7 @@ NOBODY_SUB = "00000000-0000-0000-0000-000000000000"
 @dataclass(frozen=True)
 class SigningKeySource:
     """Where a target reveals the key its tokens are signed with: an environment variable
-    of one service (``JWT_SECRET`` of ``auth`` on the reference stack)."""
+    of one service (the `apex_token_key_source` fixture says which)."""
 
     service: str
     variable: str
