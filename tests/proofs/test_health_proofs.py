@@ -174,6 +174,57 @@ def test_health_suite_fails_on_root_user_naming_each_root_service(
     result.stdout.fnmatch_lines(["*health auth.non_root 0 != 1: user root:staff*"])
 
 
+# A plugin for the child run: the Apex adapter with its socket moved to a path the backend
+# does not serve, which answers every upgrade, the genuine token's too, with HTTP 403.
+# Registered last (trylast configure), so its apex_adapter overrides the plugin's.
+_LOST_SOCKET_PLUGIN = """
+import pytest
+
+from pytest_apex.adapters.apex import ApexAdapter
+
+
+class LostSocket:
+    @pytest.fixture
+    async def apex_adapter(self, apex_endpoints):
+        moved = {**apex_endpoints, "backend": apex_endpoints["backend"] + "/nowhere"}
+        adapter = ApexAdapter(moved)
+        yield adapter
+        await adapter.aclose()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    config.pluginmanager.register(LostSocket(), "lost-socket")
+"""
+
+
+def test_a_socket_path_that_refuses_the_genuine_token_too_proves_no_rejection(
+    pytester: pytest.Pytester, fault_stack: FaultStack
+) -> None:
+    """403 from an unknown WebSocket path is no "forged token rejected": the genuine token
+    is refused there too, so the criterion is inconclusive, while REST, whose control got
+    in, still proves its refusal."""
+    pytester.makepyfile(apex_lost_socket=_LOST_SOCKET_PLUGIN)
+    result, report = run_suite(
+        pytester,
+        HEALTH_SUITE,
+        fault_stack.suite_urls(),
+        ["-m", "health", "-k", "bad_token and alg-none", "-p", "apex_lost_socket"],
+    )
+
+    assert report["verdict"] == "inconclusive", outcomes(report)
+    assert outcomes(report) == {
+        "jwt_alg-none.rest_rejected": "pass",
+        "jwt_alg-none.ws_rejected": "inconclusive",
+    }
+    result.stdout.fnmatch_lines(
+        [
+            "*health jwt_alg-none.ws_rejected inconclusive *: websocket: the control did not "
+            "get in (subprotocol: upgrade refused with HTTP 403)*"
+        ]
+    )
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=1.0).is_success
