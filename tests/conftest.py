@@ -13,7 +13,7 @@ import pytest
 from pytest_apex.adapters.apex import ApexAdapter
 from pytest_apex.adapters.base import AgentRun
 from pytest_apex.dsn import postgres_dsn
-from pytest_apex.reference import EMAIL_DOMAIN, FAULTS_ENV, PORT_SCHEMES
+from pytest_apex.reference import CONTAINER_FAULTS, EMAIL_DOMAIN, FAULTS_ENV, PORT_SCHEMES
 from pytest_apex.targets.compose import ComposeTarget
 from pytest_apex.targets.lifecycle import new_project_name
 
@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STACK_DIR = ROOT / "fixtures" / "stack"
 COMPOSE_FILE = STACK_DIR / "docker-compose.staging.yml"
 ENV_FILE = STACK_DIR / ".env.staging"
+FAULT_OVERRIDES = STACK_DIR / "faults"  # faults/<switch>.yml for container-level switches
+_RECREATE_TIMEOUT_S = 600.0
 
 
 def read_env_file(path: Path = ENV_FILE) -> dict[str, str]:
@@ -38,7 +40,9 @@ class FaultStack:
     """A second reference stack whose fault switches tests flip, away from the clean one.
 
     Switching recreates only the app services (backend, auth) with a new APEX_FAULTS,
-    which takes seconds, so every fault gets a proof without a full bring-up each.
+    which takes seconds, so every fault gets a proof without a full bring-up each. A
+    container-level switch (root_user) also adds its override file, faults/<switch>.yml,
+    to that recreation; switching away recreates from the base file alone, undoing it.
     """
 
     APP_SERVICES = ("backend", "auth")
@@ -50,9 +54,38 @@ class FaultStack:
     def switch(self, *faults: str) -> dict[str, str]:
         wanted = ",".join(sorted(faults))
         if wanted != self.faults:
-            self.target.recreate(self.APP_SERVICES, {FAULTS_ENV: wanted})
+            env = {FAULTS_ENV: wanted}
+            overrides = [
+                FAULT_OVERRIDES / f"{f}.yml" for f in sorted(faults) if f in CONTAINER_FAULTS
+            ]
+            if overrides:
+                self._recreate_with(overrides, env)
+            else:
+                self.target.recreate(self.APP_SERVICES, env)
             self.faults = wanted
         return self.target.endpoints()
+
+    def _recreate_with(self, overrides: list[Path], env: dict[str, str]) -> None:
+        """`ComposeTarget.recreate` knows only its one compose file, so the recreation with
+        override files runs compose here; the target is then attached afresh, because the
+        old object's cached endpoints predate the recreated containers' new ports."""
+        old = self.target
+        files = [a for f in (old.compose_file, *overrides) for a in ("-f", str(f))]
+        command = ["docker", "compose", "--project-name", old.project, *files, "up", "--detach"]
+        command += ["--wait", "--no-deps", "--force-recreate", *self.APP_SERVICES]
+        new_env = {**old.env, **env}
+        result = old.runner(
+            command, cwd=str(old.compose_file.parent), env=new_env, timeout=_RECREATE_TIMEOUT_S
+        )
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+        self.target = ComposeTarget(
+            old.compose_file,
+            old.project,
+            env=new_env,
+            runner=old.runner,
+            progress=old.progress,
+            port_schemes=old.port_schemes,
+        )
 
     def sql(self, statement: str) -> str:
         """Run SQL in the stack's PostgreSQL (inside its container); psql's unaligned output."""

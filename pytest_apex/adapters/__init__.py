@@ -1,5 +1,5 @@
 """Adapters: how the suites log users in and run the agent on a given app."""
 
-from pytest_apex.adapters.base import AgentRun, AppAdapter, UserSession
+from pytest_apex.adapters.base import AgentRun, AppAdapter, RawTokenSocket, UserSession
 
-__all__ = ["AgentRun", "AppAdapter", "UserSession"]
+__all__ = ["AgentRun", "AppAdapter", "RawTokenSocket", "UserSession"]

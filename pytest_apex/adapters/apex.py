@@ -17,6 +17,9 @@ from websockets.asyncio.client import ClientConnection
 from pytest_apex.adapters.base import AgentRun
 
 TERMINAL_EVENTS = frozenset({"agent_completed", "agent_error"})
+# How a client presents its token to /ws: the `jwt.<base64url>` subprotocol (what browsers
+# can send) or an Authorization header (what other clients send).
+SOCKET_TOKEN_TRANSPORTS: tuple[str, ...] = ("subprotocol", "header")
 
 
 def jwt_subprotocol(token: str) -> str:
@@ -26,6 +29,15 @@ def jwt_subprotocol(token: str) -> str:
 
 def ws_url(http_url: str) -> str:
     return http_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/ws"
+
+
+def _token_presented(token: str, transport: str) -> dict[str, Any]:
+    """`websockets.connect` arguments that present `token` the `transport` way."""
+    if transport == "subprotocol":
+        return {"subprotocols": [websockets.Subprotocol(jwt_subprotocol(token))]}
+    if transport == "header":
+        return {"additional_headers": {"Authorization": f"Bearer {token}"}}
+    raise ValueError(f"unknown token transport {transport!r}; known: {SOCKET_TOKEN_TRANSPORTS}")
 
 
 class ApexAdapter:
@@ -54,6 +66,19 @@ class ApexAdapter:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+    socket_token_transports = SOCKET_TOKEN_TRANSPORTS
+
+    async def exchange_over_socket(self, token: str, transport: str, timeout_s: float) -> None:
+        """`RawTokenSocket`: open /ws with `token`, `ping`, return on the `pong`."""
+        async with asyncio.timeout(timeout_s):
+            async with websockets.connect(
+                ws_url(self.backend_url), open_timeout=None, **_token_presented(token, transport)
+            ) as ws:
+                message_id = str(uuid.uuid4())
+                await ws.send(json.dumps({"type": "ping", "payload": {}, "message_id": message_id}))
+                while json.loads(await ws.recv()).get("type") != "pong":
+                    pass  # heartbeats and other chatter before the answer
 
 
 class ApexUserSession:

@@ -58,3 +58,31 @@ class AppAdapter(Protocol):
     async def login(self, email: str) -> UserSession: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class RawTokenSocket(Protocol):
+    """Optional adapter capability: use the app's WebSocket presenting a raw token.
+
+    The health suite proves that the socket refuses forged, tampered and expired tokens
+    and, as the control that gives each refusal its meaning, lets the genuine token in on
+    the same route. Only the adapter knows where the socket is, how a client presents a
+    token there and which message the app must answer, so it does the exchange and the
+    suite judges how it ended. An adapter without this capability gets its WebSocket
+    token checks recorded as inconclusive, not passed.
+    """
+
+    # The ways a client can present a token, each probed on its own (e.g. a subprotocol,
+    # which browsers can send, and an Authorization header, which other clients send).
+    socket_token_transports: tuple[str, ...]
+
+    async def exchange_over_socket(self, token: str, transport: str, timeout_s: float) -> None:
+        """Open the socket presenting `token` the `transport` way, send one message the app
+        must answer, wait for the answer, close. Returns when the app answered.
+
+        Raises what `websockets` raises: `ConnectionClosed` when the app closed the socket
+        (its close code says why), `InvalidStatus` when it refused the upgrade (the HTTP
+        status), `TimeoutError`, `OSError` or `InvalidHandshake` when nothing usable
+        happened within `timeout_s`.
+        """
+        ...

@@ -5,7 +5,9 @@
 - `config`: the settings the running backend uses, against the report's promised ones.
 - `http_posture`: security headers and CORS answers (the allowed origin and look-alikes).
 - `tokens`, `auth_probe`: tokens a hardened service must refuse, and whether REST and the
-  WebSocket accept a token.
+  WebSocket (through the adapter's `RawTokenSocket`) accept a token.
+- `controls`: negative checks judged beside their positive control on the same route, so
+  a refusal by a missing route or a service that refuses everything never passes.
 - `posture`: container facts (non-root, limits, loopback-only ports).
 - `datastore`: init schema, the isolation-violation query, Redis's memory settings.
 - `metrics`: which Prometheus series `/metrics` exposes.

@@ -1,25 +1,21 @@
 """Does a service accept a token? On REST (status code) and on the WebSocket (handshake).
 
 A rejection is only meaningful next to an acceptance: the suite probes the genuine token
-the same way first, so a service that refuses everything (or a probe that cannot connect)
-is never mistaken for one that refuses bad tokens.
+the same way, on the same route, first (see `controls`), so a service that refuses
+everything, a missing route or a probe that cannot connect is never mistaken for one that
+refuses bad tokens. The WebSocket is reached through the adapter (`RawTokenSocket`): only
+the adapter knows the app's socket, how a token is presented there and what it answers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 from dataclasses import dataclass
-from typing import Literal
 
 import httpx
 import websockets
-from websockets.asyncio.client import ClientConnection
 
-from pytest_apex.adapters.apex import jwt_subprotocol, ws_url
-
-WsTransport = Literal["subprotocol", "header"]
-WS_TRANSPORTS: tuple[WsTransport, ...] = ("subprotocol", "header")
+from pytest_apex.adapters.base import RawTokenSocket
+from pytest_apex.health.controls import Controlled
 
 
 @dataclass(frozen=True)
@@ -51,13 +47,13 @@ async def rest_answer(client: httpx.AsyncClient, url: str, token: str) -> RestAn
 
 @dataclass(frozen=True)
 class WsAnswer:
-    """How a WebSocket handshake with a token ended.
+    """How a WebSocket exchange with a token ended.
 
-    `accepted` means the server answered a ping over the open socket; a close code (1008
+    `accepted` means the app answered a message over the open socket; a close code (1008
     for policy violations) or an HTTP status on a refused upgrade means it refused.
     """
 
-    transport: WsTransport
+    transport: str
     accepted: bool
     close_code: int | None = None
     http_status: int | None = None
@@ -70,7 +66,7 @@ class WsAnswer:
 
     def describe(self) -> str:
         if self.accepted:
-            return f"{self.transport}: accepted (answered ping)"
+            return f"{self.transport}: accepted (the app answered)"
         if self.close_code is not None:
             return f"{self.transport}: closed with {self.close_code}"
         if self.http_status is not None:
@@ -78,31 +74,12 @@ class WsAnswer:
         return f"{self.transport}: {self.error or 'no answer'}"
 
 
-def _connect_args(transport: WsTransport, token: str) -> dict[str, object]:
-    if transport == "subprotocol":
-        return {"subprotocols": [websockets.Subprotocol(jwt_subprotocol(token))]}
-    return {"additional_headers": {"Authorization": f"Bearer {token}"}}
-
-
-async def _pong(ws: ClientConnection, timeout_s: float) -> bool:
-    await ws.send(json.dumps({"type": "ping", "payload": {}, "message_id": "auth-probe"}))
-    async with asyncio.timeout(timeout_s):
-        while True:
-            message = json.loads(await ws.recv())
-            if message.get("type") == "pong":
-                return True
-
-
 async def ws_answer(
-    backend_url: str, token: str, transport: WsTransport, timeout_s: float = 10.0
+    sockets: RawTokenSocket, token: str, transport: str, timeout_s: float = 10.0
 ) -> WsAnswer:
-    """Open `/ws` with `token`, ping, and report whether the server played along."""
+    """Have the adapter use the app's socket with `token`; report how it ended."""
     try:
-        async with websockets.connect(
-            ws_url(backend_url), open_timeout=timeout_s, **_connect_args(transport, token)
-        ) as ws:
-            await _pong(ws, timeout_s)
-            return WsAnswer(transport, accepted=True)
+        await sockets.exchange_over_socket(token, transport, timeout_s)
     except websockets.ConnectionClosed as exc:
         code = exc.rcvd.code if exc.rcvd is not None else None
         return WsAnswer(transport, accepted=False, close_code=code, error=str(exc))
@@ -110,3 +87,18 @@ async def ws_answer(
         return WsAnswer(transport, accepted=False, http_status=exc.response.status_code)
     except (TimeoutError, OSError, websockets.InvalidHandshake) as exc:
         return WsAnswer(transport, accepted=False, error=repr(exc))
+    return WsAnswer(transport, accepted=True)
+
+
+def controlled(
+    control: RestAnswer | WsAnswer, probe: RestAnswer | WsAnswer, route: str
+) -> Controlled:
+    """A bad token's answer beside the genuine token's answer on the same route."""
+    return Controlled(
+        route=route,
+        control_ok=control.accepted,
+        control_seen=control.describe(),
+        refused=probe.rejected,
+        let_in=probe.accepted,
+        seen=probe.describe(),
+    )

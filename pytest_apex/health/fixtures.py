@@ -22,6 +22,7 @@ from pytest_apex.health.config import PromisedConfig
 from pytest_apex.health.datastore import INIT_SCHEMA
 from pytest_apex.health.metrics import REQUIRED_SERIES
 from pytest_apex.health.probes import REFERENCE_HEALTH_LAYOUT, ServiceHealthSpec
+from pytest_apex.health.tokens import SigningKeySource
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +47,13 @@ def apex_expected_schema() -> frozenset[str]:
 def apex_required_series() -> tuple[str, ...]:
     """Prometheus series the other suites read from the backend's `/metrics`."""
     return REQUIRED_SERIES
+
+
+@pytest.fixture(scope="session")
+def apex_token_key_source() -> SigningKeySource:
+    """Where the target reveals the secret its HS* tokens are signed with, for the expired
+    token: on the reference stack, auth's ``JWT_SECRET`` (the backend shares it)."""
+    return SigningKeySource(service="auth", variable="JWT_SECRET")
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from pytest_apex.targets.base import ContainerInfo
 
-_ROOT_USERS = {"", "root", "0", "0:0", "root:root"}
-
 
 def runs_as_root(container: ContainerInfo) -> bool:
-    return container.user in _ROOT_USERS
+    """Whether the container's process runs as root.
+
+    Docker's user is ``user[:group]``, each a name or a number; only the user part decides
+    (``0:1000`` and ``root:staff`` are root, ``1000:0`` is not). An unset user is the
+    image's default, which is root unless the image said otherwise.
+    """
+    user = container.user.partition(":")[0].strip()
+    return user in ("", "root") or (user.isdigit() and int(user) == 0)
 
 
 def has_limits(container: ContainerInfo) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ import httpx
 
 HEALTH_MEDIA_TYPE = "application/health+json"
 VALID_STATUSES = frozenset({"pass", "warn", "fail"})
+_RETRY_PAUSE_S = 0.05
+_MIN_TIMEOUT_S = 0.001  # httpx reads 0 as "no timeout"
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,16 @@ class HealthProbe:
     """One GET of a health endpoint."""
 
     url: str
-    status_code: int
+    status_code: int  # 0 when nothing answered
     media_type: str
-    seconds: float
+    seconds: float  # time to the answer; when none came, how long the probe waited
     body: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+
+    @property
+    def answered(self) -> bool:
+        """An HTTP answer came back (any status); a refused or timed-out probe did not."""
+        return not self.error
 
     @property
     def status(self) -> str:
@@ -118,12 +126,16 @@ class HealthProbe:
 
 
 def probe(client: httpx.Client, url: str) -> HealthProbe:
+    """One GET of a health endpoint; a connection error or timeout is recorded, not raised."""
     started = time.perf_counter()
     try:
         response = client.get(url)
     except httpx.HTTPError as exc:
         return HealthProbe(url, 0, "", time.perf_counter() - started, error=repr(exc))
-    seconds = time.perf_counter() - started
+    return _answer(url, response, time.perf_counter() - started)
+
+
+def _answer(url: str, response: httpx.Response, seconds: float) -> HealthProbe:
     media_type = response.headers.get("content-type", "").split(";")[0].strip()
     try:
         body = response.json()
@@ -134,9 +146,74 @@ def probe(client: httpx.Client, url: str) -> HealthProbe:
     )
 
 
-def probe_repeatedly(client: httpx.Client, url: str, count: int) -> list[HealthProbe]:
-    """`count` sequential probes of one endpoint: one probe's time is noise, the slowest of
-    several is what an orchestrator's health check with a timeout would eventually see."""
+def timed_probe(client: httpx.Client, url: str, budget_s: float) -> HealthProbe:
+    """Time until `url` answers at all, within `budget_s`.
+
+    A refused connection is not a fast answer: it is retried until the service answers or
+    the budget is spent, as an orchestrator's probe with that timeout would see it. An
+    unanswered probe's `seconds` is then the time it waited, at least `budget_s` (a lower
+    bound of a response time that never came), so a budget above the threshold fails it.
+    """
+    started = time.perf_counter()
+    deadline = started + budget_s
+    while True:
+        remaining = deadline - time.perf_counter()
+        try:
+            response = client.get(url, timeout=max(remaining, _MIN_TIMEOUT_S))
+        except httpx.HTTPError as exc:
+            if time.perf_counter() + _RETRY_PAUSE_S < deadline:
+                time.sleep(_RETRY_PAUSE_S)  # the polling interval of a deadline-bound retry
+                continue
+            waited = max(time.perf_counter() - started, budget_s)
+            return HealthProbe(
+                url, 0, "", waited, error=f"no answer within {budget_s:g} s: {exc!r}"
+            )
+        return _answer(url, response, time.perf_counter() - started)
+
+
+def probe_repeatedly(
+    client: httpx.Client, url: str, count: int, budget_s: float
+) -> list[HealthProbe]:
+    """Up to `count` sequential timed probes of one endpoint: one probe's time is noise, the
+    slowest of several is what an orchestrator's health check with a timeout would see.
+    Stops at the first unanswered one, which already decides the criterion."""
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
-    return [probe(client, url) for _ in range(count)]
+    probes: list[HealthProbe] = []
+    for _ in range(count):
+        probes.append(timed_probe(client, url, budget_s))
+        if not probes[-1].answered:
+            break
+    return probes
+
+
+@dataclass(frozen=True)
+class ResponseTime:
+    """How fast one service's health endpoints answered, over every probe of them."""
+
+    probes: tuple[HealthProbe, ...]
+
+    @property
+    def unanswered(self) -> list[HealthProbe]:
+        return [p for p in self.probes if not p.answered]
+
+    @property
+    def slowest(self) -> HealthProbe | None:
+        """The probe that decides: an unanswered one if any, else the slowest answer."""
+        candidates = self.unanswered or list(self.probes)
+        return max(candidates, key=lambda p: p.seconds) if candidates else None
+
+    @property
+    def seconds(self) -> float:
+        """The slowest answer's time, or how long an unanswered probe waited; NaN with no
+        probe at all (nothing measured must not read as fast)."""
+        slowest = self.slowest
+        return slowest.seconds if slowest else math.nan
+
+    def describe(self) -> str:
+        slowest = self.slowest
+        if slowest is None:
+            return "no health endpoint was probed"
+        if not slowest.answered:
+            return f"{slowest.url}: {slowest.error}"
+        return f"slowest was {slowest.url} ({len(self.probes)} probes)"

@@ -6,6 +6,7 @@ its environment variables or its conventions.
 """
 
 from pytest_apex.reference.stack import (
+    CONTAINER_FAULTS,
     EMAIL_DOMAIN,
     FAULTS_ENV,
     KNOWN_FAULTS,
@@ -13,4 +14,11 @@ from pytest_apex.reference.stack import (
     reference_description,
 )
 
-__all__ = ["EMAIL_DOMAIN", "FAULTS_ENV", "KNOWN_FAULTS", "PORT_SCHEMES", "reference_description"]
+__all__ = [
+    "CONTAINER_FAULTS",
+    "EMAIL_DOMAIN",
+    "FAULTS_ENV",
+    "KNOWN_FAULTS",
+    "PORT_SCHEMES",
+    "reference_description",
+]

@@ -25,7 +25,15 @@ KNOWN_FAULTS: Final[tuple[str, ...]] = (
     "error_burst",
     "memory_leak",
     "unready_db",
+    "weak_jwt",
+    "open_cors",
+    "root_user",
 )
+
+# Fault switches that are a container property rather than code: each is applied by the
+# compose override file faults/<name>.yml next to the reference compose file, together
+# with its name in APEX_FAULTS.
+CONTAINER_FAULTS: Final[tuple[str, ...]] = ("root_user",)
 
 # Container ports of the reference stack whose published address is not HTTP.
 PORT_SCHEMES: Final[Mapping[int, str]] = MappingProxyType({5432: "postgresql", 6379: "redis"})

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 
+import httpx
 import pytest
 
 from pytest_apex.health.config import PromisedConfig, backend_config_in_effect, compare
 from pytest_apex.health.http_posture import CorsAnswer, foreign_origins, security_header_problems
-from pytest_apex.health.metrics import missing_series
-from pytest_apex.health.probes import HealthProbe
+from pytest_apex.health.metrics import MetricsUnreadable, missing_series
+from pytest_apex.health.posture import runs_as_root
+from pytest_apex.health.probes import HealthProbe, ResponseTime, probe_repeatedly, timed_probe
+from pytest_apex.targets.base import ContainerInfo
 
 
 def _ready(checks: dict[str, list[dict[str, str]]], code: int = 200) -> HealthProbe:
@@ -124,3 +127,85 @@ def test_missing_series_needs_a_sample_not_just_a_type_line() -> None:
     assert missing_series(
         text, ["apex_ws_connections", "apex_db_pool_size", "apex_http_requests_total"]
     ) == ["apex_ws_connections"]
+
+
+def test_a_label_value_holding_a_brace_does_not_hide_its_series() -> None:
+    text = 'apex_http_requests_total{route="/api/threads/{id}",status="200"} 3.0\n'
+    assert missing_series(text, ["apex_http_requests_total"]) == []
+
+
+def test_a_histogram_family_is_found_by_its_own_name_and_by_each_sample_name() -> None:
+    text = (
+        "# TYPE apex_request_seconds histogram\n"
+        'apex_request_seconds_bucket{le="0.5"} 2.0\n'
+        'apex_request_seconds_bucket{le="+Inf"} 3.0\n'
+        "apex_request_seconds_sum 1.2\n"
+        "apex_request_seconds_count 3.0\n"
+    )
+    names = [
+        "apex_request_seconds",
+        "apex_request_seconds_bucket",
+        "apex_request_seconds_sum",
+        "apex_request_seconds_count",
+    ]
+    assert missing_series(text, names) == []
+
+
+def test_a_page_that_is_not_prometheus_text_is_unreadable_not_empty() -> None:
+    with pytest.raises(MetricsUnreadable):
+        missing_series("<html>502 Bad Gateway</html>\n", ["apex_ws_connections"])
+
+
+def _container(user: str) -> ContainerInfo:
+    return ContainerInfo("backend", "c0ffee", "sha256:feed", "running", "healthy", user, 1, 1)
+
+
+ROOT_USERS = ("", "root", "0", "00", "0:0", "root:root", "0:1000", "root:staff")
+
+
+@pytest.mark.parametrize("user", ROOT_USERS)
+def test_the_user_part_decides_root(user: str) -> None:
+    assert runs_as_root(_container(user))
+
+
+@pytest.mark.parametrize("user", ["apex", "10001", "10001:10001", "1000:0", "apex:root"])
+def test_a_non_root_user_is_non_root_whatever_its_group(user: str) -> None:
+    assert not runs_as_root(_container(user))
+
+
+REFUSED = "http://127.0.0.1:9/health"  # the discard port: nothing listens, so it is refused
+
+
+def test_a_refused_probe_is_no_answer_and_counts_as_its_whole_budget() -> None:
+    with httpx.Client() as client:
+        probes = probe_repeatedly(client, REFUSED, 5, budget_s=0.3)
+    assert len(probes) == 1, "the first unanswered probe decides; the others are not sent"
+    assert not probes[0].answered
+    assert probes[0].seconds >= 0.3
+    times = ResponseTime(tuple(probes))
+    assert times.seconds >= 0.3 > 0.25  # fails any threshold below the budget
+    assert "no answer within 0.3 s" in times.describe()
+
+
+def test_the_slowest_probe_is_chosen_among_the_unanswered_ones_first() -> None:
+    fast = HealthProbe("http://x/health", 200, "application/health+json", 0.9, {"status": "pass"})
+    refused = HealthProbe("http://x/health/ready", 0, "", 0.6, error="no answer within 0.6 s")
+    times = ResponseTime((fast, refused))
+    assert times.slowest is refused
+    assert times.seconds == 0.6
+    assert math.isnan(ResponseTime(()).seconds)  # nothing probed is not fast
+
+
+def test_a_service_that_answers_after_refusing_is_timed_until_its_answer() -> None:
+    refusals = iter(range(2))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if next(refusals, None) is not None:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json={"status": "pass"})
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        answer = timed_probe(client, "http://x/health", budget_s=5.0)
+    assert answer.answered
+    assert answer.ok
+    assert answer.seconds >= 0.1  # two retry pauses of 50 ms

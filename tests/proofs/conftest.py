@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import pytest
 
+from pytest_apex.targets.compose import ComposeTarget
 from tests.conftest import ROOT
 from tests.report_schema import assert_valid_report
 
@@ -48,4 +49,52 @@ def run_suite(
 
 
 def failed_criteria(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Criteria that did not pass (failed or inconclusive)."""
     return [c for c in report.get("criteria", []) if not c.get("passed")]
+
+
+def outcomes(report: Mapping[str, Any]) -> dict[str, str]:
+    """Criterion name -> its outcome (pass, fail, inconclusive)."""
+    return {c["name"]: c["outcome"] for c in report.get("criteria", [])}
+
+
+# A plugin for the child run that attaches it to a running compose project instead of
+# starting one: the container checks (non-root, limits, ports) need a compose target, and
+# --apex-url gives an external one. It implements the plugin's target-session hook.
+_ATTACH_PLUGIN = """
+from pathlib import Path
+
+from pytest_apex.reference import PORT_SCHEMES
+from pytest_apex.targets.compose import ComposeTarget
+
+
+class AttachedSession:
+    def __init__(self):
+        self.target = ComposeTarget(Path({compose_file!r}), {project!r}, port_schemes=PORT_SCHEMES)
+
+    def acquire(self):
+        return self.target
+
+    def describe(self):
+        return {{"target": self.target.name}}
+
+    def workerinput(self):
+        return {{}}
+
+    def finish(self):
+        pass  # the proof's stack outlives this run
+
+
+def pytest_apex_target_session(settings, config):
+    return AttachedSession()
+"""
+
+
+def attach_to(pytester: pytest.Pytester, target: ComposeTarget) -> list[str]:
+    """Arguments that make a child run test `target` itself, containers included."""
+    pytester.makepyfile(
+        apex_attach=_ATTACH_PLUGIN.format(
+            compose_file=str(target.compose_file), project=target.project
+        )
+    )
+    return ["-p", "apex_attach"]

@@ -8,10 +8,12 @@ fault, so a switch that does nothing fails here.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import uuid
 
 import httpx
+import jwt
 import pytest
 
 from pytest_apex.adapters.apex import ApexAdapter
@@ -121,13 +123,21 @@ def test_broadcast_events_reach_every_socket(fault_stack):
     assert asyncio.run(scenario(fault_stack.switch("broadcast_events"))) >= 5
 
 
+def _seconds(http: httpx.Client, url: str, **kwargs) -> float:
+    started = time.monotonic()
+    assert http.get(url, **kwargs).is_success, url
+    return time.monotonic() - started
+
+
 def test_slow_responses_push_latency_over_two_seconds(fault_stack, http):
     for faults, slow in (((), False), (("slow_responses",), True)):
         endpoints = fault_stack.switch(*faults)
+        backend = endpoints["backend"]
         user = login(http, endpoints["auth"])
-        started = time.monotonic()
-        assert http.get(endpoints["backend"] + "/api/threads", headers=user.auth).is_success
-        assert (time.monotonic() - started > 2.0) is slow, faults
+        assert (_seconds(http, backend + "/api/threads", headers=user.auth) > 2.0) is slow, faults
+        # Readiness vouches for the slow path, so it is slow too; liveness never is.
+        assert (_seconds(http, backend + "/health/ready") > 2.0) is slow, faults
+        assert _seconds(http, backend + "/health/live") < 1.0, faults
 
 
 def test_error_burst_fails_a_few_percent(fault_stack, http):
@@ -176,3 +186,61 @@ def test_readiness_fails_when_a_dependency_hangs(fault_stack, http, dependency):
     while http.get(ready).status_code != 200:
         assert time.monotonic() < deadline, f"readiness did not recover after {dependency} resumed"
         time.sleep(0.2)  # polling interval of a condition with a deadline
+
+
+def _alg_none(token: str) -> str:
+    """The genuine token's claims, unsigned (`alg: none`)."""
+    return jwt.encode(jwt.decode(token, options={"verify_signature": False}), None, "none")
+
+
+def test_weak_jwt_accepts_unsigned_and_wrongly_signed_tokens(fault_stack, http):
+    for faults, expected in (((), 401), (("weak_jwt",), 200)):
+        endpoints = fault_stack.switch(*faults)
+        user = login(http, endpoints["auth"])
+        header, payload, _signature = user.token.split(".")
+        forged = {
+            "alg-none": _alg_none(user.token),
+            "wrong-signature": f"{header}.{payload}.{'A' * 43}",
+        }
+        for kind, token in forged.items():
+            for url in (endpoints["auth"] + "/auth/me", endpoints["backend"] + "/api/threads"):
+                seen = http.get(url, headers={"Authorization": f"Bearer {token}"})
+                assert seen.status_code == expected, (faults, kind, url, seen.text)
+        genuine = http.get(endpoints["auth"] + "/auth/me", headers=user.auth)
+        assert genuine.status_code == 200, (faults, genuine.text)
+
+
+def test_open_cors_lets_any_origin_in(fault_stack, http):
+    for faults, let_in in (((), False), (("open_cors",), True)):
+        endpoints = fault_stack.switch(*faults)
+        for url in (endpoints["auth"] + "/auth/me", endpoints["backend"] + "/api/threads"):
+            answer = http.get(url, headers={"Origin": "https://evil.example"})
+            granted = answer.headers.get("access-control-allow-origin") == "https://evil.example"
+            assert granted is let_in, (faults, url, dict(answer.headers))
+            own = http.get(url, headers={"Origin": "http://localhost:3000"})
+            assert own.headers.get("access-control-allow-origin") == "http://localhost:3000"
+
+
+def test_root_user_runs_the_app_services_as_root(fault_stack):
+    for faults, uid in (((), "10001"), (("root_user",), "0")):
+        fault_stack.switch(*faults)
+        for service in fault_stack.APP_SERVICES:
+            assert fault_stack.target.exec(service, "id", "-u").strip() == uid, (faults, service)
+    fault_stack.switch()  # back to the image's user, for whatever runs next
+
+
+@pytest.mark.parametrize(("user", "refused"), [("10001", True), ("0", False)])
+def test_root_user_without_its_override_file_is_refused_not_ignored(fault_stack, user, refused):
+    """Named in APEX_FAULTS but not applied (no override file, so not root), the switch is
+    a settings error: the service would otherwise run the drill with the fault off."""
+    # The image this stack runs (built from this tree), whatever the shared tag now names.
+    image = next(c.image_id for c in fault_stack.target.containers() if c.service == "backend")
+    check = "from apex_common.faults import parse_faults; print(parse_faults('root_user')[1])"
+    printed = subprocess.run(
+        ["docker", "run", "--rm", "--user", user, image, "/opt/venv/bin/python", "-c", check],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert ("faults/root_user.yml" in printed) is refused, printed
