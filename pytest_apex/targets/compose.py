@@ -22,6 +22,7 @@ from typing import Any
 
 from testcontainers.compose import DockerCompose
 
+from pytest_apex.redaction import redact
 from pytest_apex.targets.base import ContainerInfo
 from pytest_apex.targets.errors import (
     ContainerQueryError,
@@ -52,10 +53,11 @@ class _ProjectCompose(DockerCompose):
         project: str,
         env: Mapping[str, str],
         runner: CommandRunner,
+        override_files: Sequence[Path] = (),
     ) -> None:
         super().__init__(
             context=str(compose_file.parent),
-            compose_file_name=compose_file.name,
+            compose_file_name=[compose_file.name, *(str(f) for f in override_files)],
             build=True,
             wait=True,
         )
@@ -99,6 +101,7 @@ class ComposeTarget:
         progress: ProgressCallback | None = None,
         wait_timeout: int = _WAIT_TIMEOUT_S,
         port_schemes: Mapping[int, str] | None = None,
+        override_files: Sequence[Path] = (),
     ) -> None:
         self.compose_file = compose_file.resolve()
         # Container port -> URL scheme of its published address (5432 -> postgresql); every
@@ -107,8 +110,12 @@ class ComposeTarget:
         self.project = project
         self.env = dict(env or {})
         self.runner: CommandRunner = runner or SubprocessRunner()
-        self.progress: ProgressCallback = progress or (lambda _line: None)
-        self._compose = _ProjectCompose(self.compose_file, project, self.env, self.runner)
+        # Progress quotes exception texts and compose's output: redacted like the reports.
+        shown = progress or (lambda _line: None)
+        self.progress: ProgressCallback = lambda line: shown(redact(line))
+        self._compose = _ProjectCompose(
+            self.compose_file, project, self.env, self.runner, override_files
+        )
         self._compose.wait_timeout = wait_timeout
         self._endpoints: dict[str, str] | None = None
         self._config: dict[str, Any] | None = None
@@ -160,19 +167,32 @@ class ComposeTarget:
         watcher.finish()
         self.progress(f"stack {self.project} healthy in {time.monotonic() - started:.1f} s")
 
-    def stop(self) -> None:
-        self._run(["down", "--volumes", "--remove-orphans", "--timeout", "5"], check=False)
+    def stop(self, timeout: float = _UP_TIMEOUT_S) -> None:
+        """`down` with its volumes; the command is killed after `timeout` seconds."""
         self._endpoints = None
+        self._run(
+            ["down", "--volumes", "--remove-orphans", "--timeout", "5"],
+            check=False,
+            timeout=timeout,
+        )
 
-    def remaining_containers(self) -> list[str]:
+    def remaining_containers(self, timeout: float = 60) -> list[str]:
         """IDs of containers still labelled with this project (any state)."""
-        return project_containers(self.runner, self.project)
+        return project_containers(self.runner, self.project, timeout)
+
+    def services(self) -> list[str]:
+        """The services the compose file defines (`config --services`)."""
+        result = self._run(["config", "--services"], check=False, timeout=60)
+        if result.returncode != 0:
+            raise StackStartError(f"compose file {self.compose_file} is invalid:\n{_said(result)}")
+        return _text(result.stdout).split()
 
     def recreate(self, services: Sequence[str], env: Mapping[str, str]) -> None:
         """Recreate some services with a changed environment (e.g. fault switches)."""
         self.env.update(env)
         self._compose.env = dict(self.env)
-        self._run(["up", "--detach", "--wait", "--no-deps", "--force-recreate", *services])
+        wait = ["--wait", "--wait-timeout", str(self._compose.wait_timeout)]
+        self._run(["up", "--detach", *wait, "--no-deps", "--force-recreate", *services])
         self._endpoints = None
 
     def pause(self, *services: str) -> None:
@@ -253,10 +273,24 @@ class ComposeTarget:
         return _ANSI.sub("", _text(result.stdout) + _text(result.stderr))
 
     def environment(self, service: str) -> dict[str, str]:
-        """The service's environment as compose resolves it (env_file entries included)."""
+        """The service's environment as compose resolves it (env_file entries included).
+
+        Raises `ContainerQueryError` when compose cannot say: an empty answer is what an
+        external target gives, and would skip the checks that need the environment.
+        """
         if self._config is None:
             result = self._run(["config", "--format", "json"], check=False)
-            self._config = json.loads(result.stdout or b"{}") if result.returncode == 0 else {}
+            if result.returncode != 0:
+                raise ContainerQueryError(
+                    f"`docker compose config` failed for stack {self.project}: {_said(result)}"
+                )
+            try:
+                self._config = dict(json.loads(result.stdout))
+            except (json.JSONDecodeError, TypeError, ValueError):
+                raise ContainerQueryError(
+                    f"`docker compose config` printed no JSON for stack {self.project}: "
+                    f"{_text(result.stdout).strip()[:200] or 'no output'}"
+                ) from None
         spec = self._config.get("services", {}).get(service, {})
         return {k: "" if v is None else str(v) for k, v in (spec.get("environment") or {}).items()}
 
@@ -339,11 +373,11 @@ class ComposeTarget:
             for entry in (health.get("Log") or [])[-3:]
         )
 
-    def _run(self, args: Sequence[str], check: bool = True) -> CompletedProcess[bytes]:
+    def _run(
+        self, args: Sequence[str], check: bool = True, timeout: float = _UP_TIMEOUT_S
+    ) -> CompletedProcess[bytes]:
         cmd = [*self._compose.compose_command_property, *args]
-        result = self.runner(
-            cmd, cwd=str(self.compose_file.parent), env=self.env, timeout=_UP_TIMEOUT_S
-        )
+        result = self.runner(cmd, cwd=str(self.compose_file.parent), env=self.env, timeout=timeout)
         if check and result.returncode != 0:
             raise StackStartError(
                 f"`docker compose {' '.join(args)}` failed for {self.project}",
@@ -353,11 +387,11 @@ class ComposeTarget:
         return result
 
 
-def project_containers(runner: CommandRunner, project: str) -> list[str]:
+def project_containers(runner: CommandRunner, project: str, timeout: float = 60) -> list[str]:
     """IDs of the containers (any state) labelled as belonging to a compose project."""
     result = runner(
         ["docker", "ps", "--all", "--quiet", "--filter", f"label={PROJECT_LABEL}={project}"],
-        timeout=60,
+        timeout=timeout,
     )
     return _text(result.stdout).split() if result.returncode == 0 else []
 
