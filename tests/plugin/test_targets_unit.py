@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from filelock import FileLock
 
+from pytest_apex import fixtures
 from pytest_apex.fixtures import _containers_or_skip
 from pytest_apex.reference import PORT_SCHEMES
 from pytest_apex.settings import ApexSettings
@@ -1333,3 +1334,103 @@ def _await(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(0.01)
+
+
+# --- bounded teardown, recreate, redaction, the environment ------------------------------------
+
+
+def test_the_whole_teardown_is_bounded_and_says_what_is_left(
+    compose_file: Path,
+    state_root: Path,
+    sigterm_restored: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An engine that hangs on every removal: each command runs until its timeout.
+    monkeypatch.setattr(lifecycle, "TEARDOWN_BUDGET_S", 1.0)
+
+    def hangs(args: list[str], timeout: float | None) -> Response:
+        time.sleep(min(timeout or 30.0, 30.0))
+        raise CommandTimedOut(args, timeout or 30.0)
+
+    runner = FakeDocker(HEALTHY)
+    progress = Lines()
+    session = controller(compose_file, runner, progress)
+    session.acquire()
+    runner.on("docker", "ps", "--all", "--quiet", out="c0ffee\nbadc0de\n")
+    runner.on("compose", "down", do=lambda args: hangs(args, runner.timeouts[-1]))
+    runner.on("docker", "rm", do=lambda args: hangs(args, runner.timeouts[-1]))
+    started = time.monotonic()
+    session.finish()
+    assert time.monotonic() - started < 3.0  # the budget, not 900 s per step
+    text = progress.text
+    assert f"stack {session.project} not removed within 1 s" in text
+    assert "left: 2 container(s) (c0ffee badc0de)" in text
+    assert f"docker compose -p {session.project} down --volumes --remove-orphans" in text
+
+
+def test_recreate_waits_with_a_wait_timeout(compose_file: Path) -> None:
+    runner = FakeDocker(HEALTHY)
+    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner, wait_timeout=42)
+    target.recreate(["backend"], {"APEX_FAULTS": "idor"})
+    (up,) = runner.ran("compose", "up", "--force-recreate")
+    assert "--wait" in up
+    assert up[up.index("--wait-timeout") + 1] == "42"
+    assert runner.envs[runner.calls.index(up)]["APEX_FAULTS"] == "idor"
+
+
+def test_progress_lines_are_redacted(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    def engine_gone(args: list[str]) -> Response:
+        raise DockerUnavailable("engine gone while running: POSTGRES_PASSWORD=hunter2")
+
+    runner = FakeDocker(HEALTHY)
+    progress = Lines()
+    session = controller(compose_file, runner, progress)
+    session.acquire()
+    runner.on("compose", "down", do=engine_gone)
+    session.finish()
+    assert "POSTGRES_PASSWORD=[REDACTED]" in progress.text
+    assert "hunter2" not in progress.text
+
+
+def test_bring_up_progress_is_redacted(compose_file: Path) -> None:
+    progress = Lines()
+    secret = compose_file.parent / "token=s3cr3t-value"  # a path that looks like a secret
+    secret.mkdir()
+    (secret / "compose.yml").write_text("services: {}\n")
+    target = ComposeTarget(
+        secret / "compose.yml", "apexrun-1-abcdef", runner=FakeDocker(HEALTHY), progress=progress
+    )
+    target.up()
+    assert "s3cr3t-value" not in progress.text
+    assert "token=[REDACTED]" in progress.text
+
+
+def test_a_failing_compose_config_is_an_error_not_an_empty_environment(
+    compose_file: Path,
+) -> None:
+    config = {"services": {"postgres": {"environment": {"POSTGRES_USER": "apex"}}}}
+    answers = iter([_done([], 1, "", "Cannot connect to the Docker daemon\n")])
+    runner = FakeDocker(HEALTHY).on(
+        "compose",
+        "config",
+        "--format",
+        do=lambda args: next(answers, _done(args, 0, json.dumps(config))),
+    )
+    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner)
+    with pytest.raises(ContainerQueryError, match="Cannot connect to the Docker daemon"):
+        target.environment("postgres")
+    assert target.environment("postgres") == {"POSTGRES_USER": "apex"}  # not cached
+
+
+def test_apex_postgres_dsn_fails_on_a_compose_target_docker_cannot_answer_for(
+    compose_file: Path,
+) -> None:
+    runner = FakeDocker(HEALTHY).on("compose", "config", "--format", rc=1, err="daemon gone")
+    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner)
+    endpoints = {"postgres": "postgresql://127.0.0.1:49155"}
+    with pytest.raises(pytest.fail.Exception) as caught:
+        fixtures.apex_postgres_dsn.__wrapped__(target, endpoints)  # type: ignore[attr-defined]
+    assert "cannot read the configuration of compose:apexrun-1-abcdef" in str(caught.value)
+    assert "daemon gone" in str(caught.value)
