@@ -293,9 +293,11 @@ class TargetSession:
                     state.write(self._state_file)
                     return state
                 self.progress("no running kept stack to reuse; starting a new one")
-            me = RunIdentity.of_process(os.getpid(), self.project)
-            reap_stale(self.runner, self.progress, me, self.start_time_of, cwd=self.state_dir)
-            self._remove_stale_state_dirs(me)
+            # Judged as the run's owner sees it: same machine, boot, pid namespace and user.
+            reap_stale(
+                self.runner, self.progress, self.identity, self.start_time_of, self.state_dir
+            )
+            self._remove_stale_state_dirs(self.identity)
             target.validate()
             labels = label_override(target.services(), self.identity.labels())
             (self.state_dir / _LABELS_FILE).write_text(labels, encoding="utf-8")
