@@ -32,7 +32,7 @@ _DOCKERFILE = f"""\
 FROM {BASE_IMAGE}
 RUN apt-get update -qq \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 \\
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 COPY watchdog_agent.py /watchdog_agent.py
 USER root
 ENTRYPOINT ["python3", "-u", "/watchdog_agent.py"]
