@@ -9,8 +9,9 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from pytest_apex.targets.compose import _parse_ps, _text, project_containers
+from pytest_apex.targets.compose import _objects, _text, project_containers
 from pytest_apex.targets.deadline import Deadline
 from pytest_apex.targets.runner import CommandRunner
 
@@ -41,12 +42,21 @@ def kept_project_for(compose_file: Path, runner: CommandRunner) -> str | None:
     wanted = str(compose_file.resolve())
     candidates = [
         str(p["Name"])
-        for p in _parse_ps(_text(result.stdout))
+        for p in _listing(_text(result.stdout))
         if str(p.get("Name", "")).startswith(f"{KEEP_PREFIX}-")
         and wanted in str(p.get("ConfigFiles", "")).split(",")
         and "running" in str(p.get("Status", ""))
     ]
     return sorted(candidates)[-1] if candidates else None
+
+
+def _listing(text: str) -> list[dict[str, Any]]:
+    """The projects `docker compose ls --format json` printed (one JSON array); none when
+    it printed something else."""
+    try:
+        return _objects(json.loads(text)) if text.strip() else []
+    except json.JSONDecodeError:
+        return []
 
 
 def label_override(services: Sequence[str], labels: Mapping[str, str]) -> str:

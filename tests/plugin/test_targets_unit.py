@@ -25,13 +25,14 @@ from typing import Any
 
 import pytest
 from filelock import FileLock
+from testcontainers.compose import ComposeContainer
 
 from pytest_apex import fixtures
 from pytest_apex.fixtures import _containers_or_skip
 from pytest_apex.reference import PORT_SCHEMES
 from pytest_apex.settings import ApexSettings
 from pytest_apex.targets import compose, lifecycle, reaping
-from pytest_apex.targets.compose import ComposeTarget, _endpoints_of, _parse_ps
+from pytest_apex.targets.compose import ComposeTarget, _endpoints_of
 from pytest_apex.targets.errors import (
     CommandTimedOut,
     ContainerQueryError,
@@ -507,11 +508,7 @@ EXPECTED_ENDPOINTS = {
     "output",
     [
         pytest.param("\n".join(json.dumps(e) for e in PS_ENTRIES) + "\n", id="object-per-line"),
-        pytest.param(json.dumps(PS_ENTRIES) + "\n", id="array"),
-        pytest.param(
-            "WARN[0000] a stray warning\n" + "\n".join(json.dumps(e) for e in PS_ENTRIES),
-            id="with-noise",
-        ),
+        pytest.param(json.dumps(PS_ENTRIES) + "\n", id="array"),  # compose before 2.21
     ],
 )
 def test_endpoints_from_compose_ps_json(compose_file: Path, output: str) -> None:
@@ -525,13 +522,13 @@ def test_endpoints_from_compose_ps_json(compose_file: Path, output: str) -> None
 
 
 def test_endpoints_of_an_ipv6_only_bind_are_bracketed() -> None:
-    entry = ps_entry("backend", publishers=[published(8000, 40000, "::1")])
+    entry = ComposeContainer(Service="backend", Publishers=[published(8000, 40000, "::1")])
     assert _endpoints_of([entry]) == {"backend": "http://[::1]:40000"}
 
 
-def test_parse_ps_of_nothing_is_empty() -> None:
-    assert _parse_ps("") == []
-    assert _parse_ps("[]\n") == []
+@pytest.mark.parametrize("output", ["", "[]\n", "not json\n"])
+def test_a_listing_of_nothing_reuses_nothing(compose_file: Path, output: str) -> None:
+    assert kept_project_for(compose_file, FakeDocker().on("compose", "ls", out=output)) is None
 
 
 # --- TargetSession ----------------------------------------------------------------------------
