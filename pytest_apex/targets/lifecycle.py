@@ -64,7 +64,9 @@ TEARDOWN_BUDGET_S = 60.0
 _LABELS_FILE = "labels.json"  # the compose override that labels the stack with its owner
 _OWNER_FILE = "owner.json"  # the same identity, for judging a dead run's state directory
 
-WatchdogStarter = Callable[[CommandRunner, str, str, Path], watchdog.Watchdog]
+WatchdogStarter = Callable[
+    [CommandRunner, str, str, Path, Callable[[str], None]], watchdog.Watchdog
+]
 
 
 class TargetSession:
@@ -336,7 +338,9 @@ class TargetSession:
         leaves its stack for the next run's reaper.
         """
         try:
-            dog = self.start_watchdog(self.runner, self.project, self.identity.run, self.state_dir)
+            dog = self.start_watchdog(
+                self.runner, self.project, self.identity.run, self.state_dir, self.progress
+            )
             self._guard = watchdog.Guard.connect(dog.host, dog.port, self.project)
         except (watchdog.WatchdogUnavailable, DockerUnavailable, OSError) as exc:
             self.progress(

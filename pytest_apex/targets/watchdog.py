@@ -15,6 +15,7 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,9 @@ def image_tag() -> str:
     return f"{IMAGE_REPOSITORY}:{digest}"
 
 
-def ensure_image(runner: CommandRunner, lock_dir: Path) -> str:
+def ensure_image(
+    runner: CommandRunner, lock_dir: Path, progress: Callable[[str], None] = lambda _: None
+) -> str:
     """The watchdog image, built now unless it exists (under a lock: runs start together)."""
     tag = image_tag()
     if runner(["docker", "image", "inspect", tag], timeout=30).returncode == 0:
@@ -59,6 +62,7 @@ def ensure_image(runner: CommandRunner, lock_dir: Path) -> str:
     with FileLock(str(lock_dir / "watchdog-build.lock"), timeout=_BUILD_TIMEOUT_S):
         if runner(["docker", "image", "inspect", tag], timeout=30).returncode == 0:
             return tag
+        progress(f"building the watchdog image {tag} from {BASE_IMAGE} (once, about 20 s)")
         with tempfile.TemporaryDirectory(prefix="apex-watchdog-") as context:
             (Path(context) / "Dockerfile").write_text(_DOCKERFILE, encoding="utf-8")
             (Path(context) / "watchdog_agent.py").write_bytes(_AGENT.read_bytes())
@@ -92,9 +96,15 @@ class Watchdog:
     port: int
 
 
-def start(runner: CommandRunner, project: str, run_token: str, lock_dir: Path) -> Watchdog:
+def start(
+    runner: CommandRunner,
+    project: str,
+    run_token: str,
+    lock_dir: Path,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Watchdog:
     """Start the watchdog of `project` (its containers labelled with `run_token`)."""
-    tag = ensure_image(runner, lock_dir)
+    tag = ensure_image(runner, lock_dir, progress)
     sock = docker_socket()
     started = runner(
         [
