@@ -439,12 +439,12 @@ class TargetSession:
                 left = None
         except subprocess.TimeoutExpired:
             left = None
+        if left is None:  # the deadline cut a step short: one last short look
+            with contextlib.suppress(Exception):
+                left = project_containers(self.runner, project, timeout=5)
         if left == []:
             self.progress(f"stack {project} removed in {time.monotonic() - started:.1f} s")
             return
-        if left is None:
-            with contextlib.suppress(Exception):
-                left = project_containers(self.runner, project, timeout=5)
         what = (
             f"{len(left)} container(s) ({' '.join(c[:12] for c in left)})"
             if left

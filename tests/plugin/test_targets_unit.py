@@ -1427,7 +1427,8 @@ def test_apex_postgres_dsn_fails_on_a_compose_target_docker_cannot_answer_for(
     runner = FakeDocker(HEALTHY).on("compose", "config", "--format", rc=1, err="daemon gone")
     target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner)
     endpoints = {"postgres": "postgresql://127.0.0.1:49155"}
-    with pytest.raises(pytest.fail.Exception) as caught:
+    with pytest.raises((pytest.fail.Exception, pytest.skip.Exception)) as caught:
         fixtures.apex_postgres_dsn.__wrapped__(target, endpoints)  # type: ignore[attr-defined]
+    assert caught.type is pytest.fail.Exception, f"skipped as if external: {caught.value}"
     assert "cannot read the configuration of compose:apexrun-1-abcdef" in str(caught.value)
     assert "daemon gone" in str(caught.value)
