@@ -7,14 +7,18 @@ The measured times are printed (`-s`) for the README.
 
 from __future__ import annotations
 
+import re
 import signal
 import time
+
+import pytest
 
 from pytest_apex.targets.watchdog import WATCHDOG_LABEL
 from tests.plugin import test_stack_lifecycle
 from tests.plugin.test_stack_lifecycle import (
     BLOCKS,
     PROJECT_LABEL,
+    STACKS,
     Inner,
     Project,
     _docker,
@@ -122,3 +126,33 @@ def _states(project: str) -> list[str]:
     return _docker(
         "ps", "--all", "--format", "{{.State}}", "--filter", f"label={PROJECT_LABEL}={project}"
     ).split()
+
+
+def test_a_run_killed_outright_during_bring_up_leaves_nothing(
+    pytester: pytest.Pytester, clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stack that stays "starting" for a minute: the kill lands while `up --wait` runs, and
+    # the orphaned `docker compose up` goes on without its run.
+    project = Project(pytester, STACKS / "never-healthy.yml")
+    monkeypatch.setenv("APEX_TEST_OUT", str(project.out))
+    monkeypatch.setenv("APEX_STUCK_RETRIES", "60")
+    pytester.makepyfile(test_stack=BLOCKS)
+    inner = Inner(pytester)
+    name = ""
+    try:
+        inner.wait_for_output(r"\[apex\]   stuck: \S+ -> starting", 60)
+        started = re.search(r"starting stack (apexrun-\d+-[0-9a-f]+)", inner.output)
+        assert started, inner.output
+        name = started.group(1)
+        assert watchdogs_of(name), "no watchdog guards the stack"
+        inner.proc.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        inner.finish(timeout=30)
+        wait_for(lambda: not leftovers_of(name), 60, f"nothing left of {name}")
+        print(f"stack killed during bring-up gone {time.monotonic() - killed:.1f} s after")
+    finally:
+        if inner.proc.poll() is None:
+            inner.proc.kill()
+        project.cleanup()
+        for watchdog in watchdogs_of(name) if name else []:
+            _docker("rm", "--force", watchdog)
