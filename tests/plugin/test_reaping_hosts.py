@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pytest_apex.settings import ApexSettings
-from pytest_apex.targets.identity import LABEL_PREFIX, RunIdentity
+from pytest_apex.targets.identity import LABEL_PREFIX, RunIdentity, process_start_time
 from pytest_apex.targets.lifecycle import TargetSession
 from pytest_apex.targets.projects import new_project_name
 from pytest_apex.targets.reaping import _IDENTITY_LABELS
@@ -169,3 +169,17 @@ def test_a_stack_labelled_by_another_user_is_left_alone(tmp_path: Path, compose_
     host.run(compose_file, started=2.0)
     assert theirs.project in engine.projects
     assert engine.removed == []
+
+
+def test_the_real_start_times_tell_a_live_run_from_a_dead_one() -> None:
+    me = RunIdentity.of_process(os.getpid(), "apexrun-1-abcdef")
+    assert me.host
+    assert me.boot
+    assert me.pid_namespace.startswith("pid:[")
+    assert me.why_dead(me, process_start_time) is None  # alive, as started
+    child = subprocess.Popen(["sleep", "30"])
+    owner = RunIdentity.of_process(child.pid, "apexrun-2-abcdef")
+    assert me.why_dead(owner, process_start_time) is None
+    child.kill()
+    child.wait()
+    assert me.why_dead(owner, process_start_time) == f"its run (pid {child.pid}) is gone"
