@@ -55,11 +55,11 @@ class Engine:
     def list(self, kind: str, labels: list[str]) -> list[str]:
         """IDs (names, for volumes) of containers/networks/volumes with all the labels."""
         filters = urllib.parse.quote(json.dumps({"label": labels}))
-        query = f"/{kind}/json?all=1&filters={filters}" if kind == "containers" else ""
-        query = query or f"/{kind}?filters={filters}"
-        found = self._call("GET", query) or []
-        if kind == "volumes":
-            return [v["Name"] for v in found.get("Volumes") or []] if found else []
+        if kind == "containers":
+            return [c["Id"] for c in self._call("GET", f"/containers/json?all=1&filters={filters}")]
+        found = self._call("GET", f"/{kind}?filters={filters}") or []
+        if kind == "volumes":  # {"Volumes": [...], "Warnings": [...]}
+            return [v["Name"] for v in found.get("Volumes") or []]
         return [item["Id"] for item in found]
 
     def remove(self, kind: str, ident: str) -> None:
