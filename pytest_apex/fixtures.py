@@ -160,11 +160,25 @@ def apex_postgres_dsn(apex_target: Target, apex_endpoints: dict[str, str]) -> st
         pytest.skip("no postgres endpoint (give --apex-url postgres=postgresql://...)")
     if "@" in url:
         return url
-    env = apex_target.environment("postgres")
+    env = _environment_or_fail(apex_target, "postgres")
     if not {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= env.keys():
         pytest.skip("postgres credentials unknown (give a DSN with --apex-url postgres=...)")
     host = url.split("://", 1)[1]
     return postgres_dsn(host, env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"])
+
+
+def _environment_or_fail(target: Target, service: str) -> dict[str, str]:
+    """`target.environment(service)`; on a compose target a failure to ask is a failure.
+
+    Only an external target has no configuration to read by design (it answers {}).
+    A compose target whose Docker cannot say fails the test with the reason, like
+    `apex_containers`, instead of skipping it as if the target were external.
+    """
+    try:
+        return target.environment(service)
+    except Exception as exc:  # any failure to ask Docker, said in words
+        error = f"{type(exc).__name__}: {exc}"
+    pytest.fail(f"cannot read the configuration of {target.name}: {error}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

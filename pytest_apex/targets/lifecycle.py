@@ -1,12 +1,13 @@
 """One stack per run, whoever asks first; torn down by the process that owns the run.
 
 The controller (or the single process without xdist) names the run's compose project and
-hands the name to xdist workers. The stack starts lazily, on the first test that needs it,
-under a file lock so that `pytest -n 4` still creates exactly one compose project; the
-state file tells later workers the endpoints (or the start error, so they fail fast
-instead of retrying). The controller tears the stack down at the end, on failure, Ctrl-C
-and SIGTERM. Stacks of crashed runs are found by name (`apexrun-<pid>-…` whose pid is gone)
-and removed before a new one starts.
+hands the name, and its own identity, to xdist workers. The stack starts lazily, on the
+first test that needs it, under a file lock so that `pytest -n 4` still creates exactly one
+compose project; the state file (`state`) tells later workers the endpoints (or the start
+error, so they fail fast instead of retrying). Before it starts, stacks that dead runs of
+this host left behind are removed (`reaping`); while it runs, a watchdog container removes
+it if every process of the run disappears (`watchdog`); at the end the controller tears it
+down within one deadline, also on failure, Ctrl-C and SIGTERM (`signals`).
 """
 
 from __future__ import annotations
@@ -14,208 +15,58 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import secrets
 import shutil
-import signal
-import stat
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import psutil
 from filelock import FileLock, Timeout
 
 from pytest_apex.redaction import redact
 from pytest_apex.reference import FAULTS_ENV, PORT_SCHEMES
+from pytest_apex.targets import watchdog
 from pytest_apex.targets.base import Target
-from pytest_apex.targets.compose import (
-    ComposeTarget,
-    ProgressCallback,
-    _parse_ps,
-    _text,
-    project_containers,
-)
+from pytest_apex.targets.compose import ComposeTarget, ProgressCallback, project_containers
+from pytest_apex.targets.deadline import Deadline
 from pytest_apex.targets.errors import DockerUnavailable, StackStartError
 from pytest_apex.targets.external import ExternalTarget
+from pytest_apex.targets.identity import ProcessStartTime, RunIdentity, process_start_time
+from pytest_apex.targets.projects import (
+    RUN_NAME,
+    RUN_PREFIX,
+    down_by_name,
+    kept_project_for,
+    label_override,
+    new_project_name,
+    removal_command,
+)
+from pytest_apex.targets.reaping import reap_stale
 from pytest_apex.targets.runner import CommandRunner, CommandTimedOut, SubprocessRunner
+from pytest_apex.targets.signals import (
+    install_sigterm_handler,
+    restore_sigterm_handler,
+    signals_held,
+)
+from pytest_apex.targets.state import RunState, private_dir, state_root
 
 if TYPE_CHECKING:
     from pytest_apex.settings import ApexSettings
 
-RUN_PREFIX = "apexrun"
-KEEP_PREFIX = "apexkeep"
-_RUN_NAME = re.compile(rf"^{RUN_PREFIX}-(\d+)-[0-9a-f]+$")
 # A worker waits this long for another process of the run to finish starting the stack
 # (a cold build plus the health checks fit well within it).
 _LOCK_TIMEOUT_S = 1200.0
-_TEARDOWN_ATTEMPTS = 3
+# The whole teardown (waiting for a worker's start, `down`, the stragglers) fits in this;
+# then what is left is named with the command that removes it.
+TEARDOWN_BUDGET_S = 60.0
+_LABELS_FILE = "labels.json"  # the compose override that labels the stack with its owner
+_OWNER_FILE = "owner.json"  # the same identity, for judging a dead run's state directory
 
-
-def state_root() -> Path:
-    """This user's directory for the state of runs: `<tmp>/pytest-apex-<uid>`.
-
-    Per user, because what is in it decides which compose project a run tears down: in a
-    directory shared between users, another local user could plant a state file (or a
-    symlink) and have our run remove their choice of stack.
-    """
-    return Path(tempfile.gettempdir()) / f"pytest-apex-{os.getuid()}"
-
-
-def _private_dir(path: Path, *, create: bool) -> bool:
-    """Whether `path` exists, after making sure that only this user can write to it.
-
-    Created with mode 0700 when `create` is set. Raises `StackStartError` when it is not
-    a directory of ours that nobody else can write to: it is refused, not repaired, since
-    whoever could write to it may already have put something in it.
-    """
-    if create:
-        with contextlib.suppress(FileExistsError):
-            path.mkdir(mode=0o700, parents=False)
-    try:
-        info = path.lstat()  # lstat: a symlink planted in its place is refused, not followed
-    except FileNotFoundError:
-        return False
-    if not stat.S_ISDIR(info.st_mode):
-        problem = "is not a directory (a symlink?)"
-    elif info.st_uid != os.getuid():
-        problem = f"is owned by uid {info.st_uid}, not by you (uid {os.getuid()})"
-    elif info.st_mode & 0o022:
-        problem = f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o})"
-    else:
-        return True
-    raise StackStartError(
-        f"refusing to use the state directory {path}: it {problem}. Whoever can write to it "
-        "can choose the stack this run tears down. Remove it (or make it yours with mode "
-        "0700) and rerun."
-    )
-
-
-def new_project_name(keep: bool = False, pid: int | None = None) -> str:
-    """A compose project name unique to this run.
-
-    `apexrun-<pid>-<random>` names the process that owns the stack, so a later run can tell
-    a crashed run's stack (pid gone) from a live one. Kept stacks (`apexkeep-<time>-<random>`)
-    are never reaped; the hex start time makes the newest one sort last, for --apex-reuse.
-    """
-    if keep:
-        return f"{KEEP_PREFIX}-{int(time.time()):08x}-{secrets.token_hex(2)}"
-    return f"{RUN_PREFIX}-{pid or os.getpid()}-{secrets.token_hex(3)}"
-
-
-def stale_projects(
-    runner: CommandRunner, pid_alive: Callable[[int], bool] = psutil.pid_exists
-) -> list[str]:
-    """Compose projects of earlier runs of this plugin whose process no longer exists."""
-    result = runner(["docker", "compose", "ls", "--all", "--format", "json"], timeout=60)
-    if result.returncode != 0:
-        return []
-    stale = []
-    for project in _parse_ps(_text(result.stdout)):
-        match = _RUN_NAME.match(str(project.get("Name", "")))
-        if match and not pid_alive(int(match.group(1))):
-            stale.append(str(project["Name"]))
-    return stale
-
-
-def down_by_name(runner: CommandRunner, project: str, cwd: Path | None = None) -> None:
-    """`docker compose -p NAME down` (no compose file needed), then remove any straggler.
-
-    By name only, because the compose file may have changed or gone since the stack was
-    started. `cwd` should hold no compose file: compose would read one there.
-    """
-    runner(
-        [
-            "docker",
-            "compose",
-            "--project-name",
-            project,
-            "down",
-            "--volumes",
-            "--remove-orphans",
-            "--timeout",
-            "5",
-        ],
-        cwd=str(cwd) if cwd else None,
-        timeout=300,
-    )
-    leftover = project_containers(runner, project)
-    if leftover:
-        runner(["docker", "rm", "--force", "--volumes", *leftover], timeout=120)
-
-
-def reap_stale(
-    runner: CommandRunner,
-    progress: ProgressCallback,
-    pid_alive: Callable[[int], bool] = psutil.pid_exists,
-    cwd: Path | None = None,
-) -> list[str]:
-    """Remove the stacks that crashed runs of this plugin left behind."""
-    reaped = stale_projects(runner, pid_alive)
-    for project in reaped:
-        progress(f"removing stack {project} left behind by a crashed run")
-        down_by_name(runner, project, cwd)
-    return reaped
-
-
-def kept_project_for(compose_file: Path, runner: CommandRunner) -> str | None:
-    """The newest running kept stack of this compose file, for --apex-reuse."""
-    result = runner(["docker", "compose", "ls", "--format", "json"], timeout=60)
-    if result.returncode != 0:
-        return None
-    wanted = str(compose_file.resolve())
-    candidates = [
-        str(p["Name"])
-        for p in _parse_ps(_text(result.stdout))
-        if str(p.get("Name", "")).startswith(f"{KEEP_PREFIX}-")
-        and wanted in str(p.get("ConfigFiles", "")).split(",")
-        and "running" in str(p.get("Status", ""))
-    ]
-    return sorted(candidates)[-1] if candidates else None
-
-
-@dataclass
-class _State:
-    """What the process that started the stack tells everyone else.
-
-    Written to `state.json` in the run's state directory: "starting" before `up`, so an
-    interrupted start is still torn down; then "up", or "failed" with the error, so other
-    workers fail fast with the same message instead of starting again.
-    """
-
-    status: str  # "starting" | "up" | "failed"
-    project: str
-    reused: bool = False
-    error: str = ""
-    error_kind: str = ""  # "DockerUnavailable" or "StackStartError"
-
-    @classmethod
-    def read(cls, path: Path) -> _State | None:
-        try:
-            return cls(**json.loads(path.read_text()))
-        except (FileNotFoundError, json.JSONDecodeError, TypeError):
-            return None
-
-    def write(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__))
-        tmp.replace(path)
-
-    def raise_error(self) -> NoReturn:
-        if self.status == "starting":
-            raise StackStartError(
-                f"the start of stack {self.project} was interrupted (the process starting it "
-                "died); it is removed at the end of this run. Rerun the tests."
-            )
-        if self.error_kind == "DockerUnavailable":
-            raise DockerUnavailable(self.error)
-        raise StackStartError(self.error)
+WatchdogStarter = Callable[
+    [CommandRunner, str, str, Path, Callable[[str], None]], watchdog.Watchdog
+]
 
 
 class TargetSession:
@@ -228,18 +79,26 @@ class TargetSession:
         state_dir: Path,
         *,
         is_controller: bool,
+        identity: RunIdentity | None = None,
         runner: CommandRunner | None = None,
         progress: ProgressCallback | None = None,
-        pid_alive: Callable[[int], bool] = psutil.pid_exists,
+        start_time_of: ProcessStartTime = process_start_time,
+        start_watchdog: WatchdogStarter = watchdog.start,
     ) -> None:
         self.settings = settings
         self.project = project
         self.state_dir = state_dir
         self.is_controller = is_controller
+        # Whose stack this is: the controller's process, wherever the start happens.
+        self.identity = identity or RunIdentity.of_process(os.getpid(), project)
         self.runner: CommandRunner = runner or SubprocessRunner()
-        self.progress: ProgressCallback = progress or _stderr_progress
-        self.pid_alive = pid_alive
+        # Progress quotes exception texts and compose's output: redacted like the reports.
+        shown = progress or _stderr_progress
+        self.progress: ProgressCallback = lambda line: shown(redact(line))
+        self.start_time_of = start_time_of
+        self.start_watchdog = start_watchdog
         self._target: Target | None = None
+        self._guard: watchdog.Guard | None = None
         self._previous_sigterm: Any = None
 
     # -- construction ----------------------------------------------------------------------
@@ -250,23 +109,29 @@ class TargetSession:
         state_dir = state_root() / project
         session = cls(settings, project, state_dir, is_controller=True, **kwargs)
         if not settings.is_external:
-            session._previous_sigterm = _install_sigterm_handler()
+            session._previous_sigterm = install_sigterm_handler()
         return session
 
     @classmethod
     def from_workerinput(
         cls, settings: ApexSettings, workerinput: Mapping[str, Any], **kwargs: Any
     ) -> TargetSession:
+        identity = RunIdentity.from_labels(json.loads(str(workerinput["apex_identity"])))
         return cls(
             settings,
             str(workerinput["apex_project"]),
             Path(workerinput["apex_state_dir"]),
             is_controller=False,
+            identity=identity,
             **kwargs,
         )
 
     def workerinput(self) -> dict[str, str]:
-        return {"apex_project": self.project, "apex_state_dir": str(self.state_dir)}
+        return {
+            "apex_project": self.project,
+            "apex_state_dir": str(self.state_dir),
+            "apex_identity": json.dumps(self.identity.labels()),
+        }
 
     # -- use -------------------------------------------------------------------------------
 
@@ -281,11 +146,14 @@ class TargetSession:
         if self.settings.is_external:
             self._target = ExternalTarget(self.settings.urls)
             return self._target
-        _private_dir(self.state_dir.parent, create=True)
+        private_dir(self.state_dir.parent, create=True)
         self.state_dir.mkdir(mode=0o700, exist_ok=True)
+        owner = self.state_dir / _OWNER_FILE
+        if not owner.exists():
+            owner.write_text(json.dumps(self.identity.labels()), encoding="utf-8")
         try:
             with FileLock(str(self.state_dir / "lock"), timeout=_LOCK_TIMEOUT_S):
-                state = _State.read(self._state_file)
+                state = RunState.read(self._state_file)
                 if state is None:
                     state = self._start()
         except Timeout:
@@ -295,6 +163,7 @@ class TargetSession:
             ) from None
         if state.status != "up":
             state.raise_error()
+        self._guard_with(state)
         self._target = self._compose_target(state.project)
         return self._target
 
@@ -304,7 +173,7 @@ class TargetSession:
         if target is None and not self.settings.is_external:
             # Under xdist the controller never acquires; the state file says what a worker
             # started (or reused), so the report still names the stack and its images.
-            state = _State.read(self._state_file)
+            state = RunState.read(self._state_file)
             if state is not None and state.status == "up":
                 target = self._compose_target(state.project)
         if isinstance(target, ComposeTarget):
@@ -317,54 +186,62 @@ class TargetSession:
 
         Never raises: it runs in pytest_unconfigure, after the run's result is known, and a
         teardown problem must not hide that result; it is reported with the command that
-        removes the stack by hand. Further Ctrl-C / SIGTERM are held off until it is done.
+        removes the stack by hand. Further Ctrl-C / SIGTERM are held off until it is done,
+        and all of it, waiting for a worker still starting the stack included, is bounded
+        by one deadline (`TEARDOWN_BUDGET_S`).
         """
         if not self.is_controller or self.settings.is_external:
             return
+        deadline = Deadline(TEARDOWN_BUDGET_S)
         project = self.project
         ours = False  # only a directory that passed the check is read and removed
         lock: FileLock | None = None
         try:
-            ours = _private_dir(self.state_dir.parent, create=False) and self.state_dir.is_dir()
+            ours = private_dir(self.state_dir.parent, create=False) and self.state_dir.is_dir()
             if not ours:
                 return  # no test needed the stack
-            lock = self._teardown_lock()
-            state = _State.read(self._state_file)
+            lock = self._teardown_lock(deadline)
+            state = RunState.read(self._state_file)
             if state is None:
                 return  # no test needed the stack
             project = state.project
-            with _signals_held(self.progress, f"removing stack {state.project}"):
+            with signals_held(self.progress, f"removing stack {state.project}"):
                 if state.status == "up" and (self.settings.keep or state.reused):
+                    self._tell_watchdog(state, "keep")
                     self._announce_kept(state.project)
                 elif state.status == "failed" and not project_containers(
-                    self.runner, state.project
+                    self.runner, state.project, deadline.timeout(60)
                 ):
                     pass  # removed when it failed (see _start)
                 else:
                     # Also an interrupted start ("starting"): some containers may exist.
-                    self._teardown(state.project)
+                    self._teardown(state.project, deadline)
+                    self._tell_watchdog(state, "release")
         except Exception as exc:
             self.progress(
                 f"could not finish stack {project}: {type(exc).__name__}: {exc}\n"
-                f"  remove it by hand: docker compose -p {project} down --volumes"
+                f"  remove it by hand: {removal_command(project)}"
             )
         finally:
             if lock is not None:
                 lock.release()
+            if self._guard is not None:
+                self._guard.close()
             if ours:
                 shutil.rmtree(self.state_dir, ignore_errors=True)
-            _restore_sigterm_handler(self._previous_sigterm)
+            restore_sigterm_handler(self._previous_sigterm)
             self._previous_sigterm = None
 
     # -- internals -------------------------------------------------------------------------
 
-    def _teardown_lock(self) -> FileLock | None:
+    def _teardown_lock(self, deadline: Deadline) -> FileLock | None:
         """The run's start lock, held while finish() reads the state and tears down.
 
         A worker may still be starting the stack (it holds the lock from before `up` until
         the state says "up" or "failed"); reading without the lock could see no state, or
         "starting", and leave the stack that is about to come up behind. The wait is
-        bounded: on timeout (or Ctrl-C) the teardown goes ahead on what the state says.
+        bounded (`_LOCK_TIMEOUT_S`, and the teardown's deadline): on timeout (or Ctrl-C)
+        the teardown goes ahead on what the state says.
         """
         lock = FileLock(str(self.state_dir / "lock"), timeout=_LOCK_TIMEOUT_S)
         try:
@@ -372,15 +249,16 @@ class TargetSession:
             return lock
         except Timeout:
             pass
+        wait = min(_LOCK_TIMEOUT_S, deadline.remaining() / 2)
         self.progress(
             f"waiting for another process of this run to finish starting stack "
-            f"{self.project} before removing it (at most {_LOCK_TIMEOUT_S:g} s)"
+            f"{self.project} before removing it (at most {wait:g} s)"
         )
         try:
-            lock.acquire()
+            lock.acquire(timeout=wait)
             return lock
         except Timeout:
-            reason = f"it did not finish within {_LOCK_TIMEOUT_S:g} s"
+            reason = f"it did not finish within {wait:g} s"
         except KeyboardInterrupt:
             reason = "interrupted"
         self.progress(f"stopped waiting ({reason}); removing stack {self.project} anyway")
@@ -389,6 +267,7 @@ class TargetSession:
     def _compose_target(self, project: str) -> ComposeTarget:
         assert self.settings.stack is not None, "compose target without a compose file"
         env = {FAULTS_ENV: ",".join(self.settings.faults)}
+        labels = self.state_dir / _LABELS_FILE
         return ComposeTarget(
             self.settings.stack,
             project,
@@ -396,9 +275,10 @@ class TargetSession:
             runner=self.runner,
             progress=self.progress,
             port_schemes=PORT_SCHEMES,
+            override_files=[labels] if project == self.project and labels.is_file() else [],
         )
 
-    def _start(self) -> _State:
+    def _start(self) -> RunState:
         """Start (or find, with --apex-reuse) the stack; record the outcome in the state file.
 
         Raises the error itself (with its diagnoses) in this process after recording it.
@@ -411,17 +291,25 @@ class TargetSession:
                 kept = kept_project_for(self.settings.stack, self.runner)
                 if kept:
                     self.progress(f"reusing running stack {kept}")
-                    state = _State("up", kept, reused=True)
+                    state = RunState("up", kept, reused=True)
                     state.write(self._state_file)
                     return state
                 self.progress("no running kept stack to reuse; starting a new one")
-            reap_stale(self.runner, self.progress, self.pid_alive, cwd=self.state_dir)
-            self._remove_stale_state_dirs()
+            # Judged as the run's owner sees it: same machine, boot, pid namespace and user.
+            reap_stale(
+                self.runner, self.progress, self.identity, self.start_time_of, self.state_dir
+            )
+            self._remove_stale_state_dirs(self.identity)
             target.validate()
+            labels = label_override(target.services(), self.identity.labels())
+            (self.state_dir / _LABELS_FILE).write_text(labels, encoding="utf-8")
+            target = self._compose_target(self.project)
         except Exception as exc:
             self._fail_start(exc)
         # Written before `up` so that an interrupted start is still torn down by finish().
-        _State("starting", self.project).write(self._state_file)
+        starting = RunState("starting", self.project)
+        self._start_watchdog(starting)
+        starting.write(self._state_file)
         try:
             target.up()
         except Exception as exc:
@@ -429,19 +317,80 @@ class TargetSession:
             # stack, and the error already holds what its containers had to say.
             self.progress(f"stack {self.project} did not come up; removing it")
             try:
-                self._teardown(self.project)
+                self._teardown(self.project, Deadline(TEARDOWN_BUDGET_S))
+                self._tell_watchdog(starting, "release")
             except Exception as teardown_error:  # the start error is the one to report
                 self.progress(f"could not remove stack {self.project}: {teardown_error}")
             self._fail_start(exc)
-        state = _State("up", self.project)
+        state = RunState(
+            "up",
+            self.project,
+            watchdog_host=starting.watchdog_host,
+            watchdog_port=starting.watchdog_port,
+        )
         state.write(self._state_file)
         return state
 
-    def _remove_stale_state_dirs(self) -> None:
-        """State directories of crashed runs (next to ours, by the same naming rule)."""
+    def _start_watchdog(self, state: RunState) -> None:
+        """Start the stack's watchdog and hold a connection to it; record where it listens.
+
+        A run without one still works (and says so): only a run killed outright then
+        leaves its stack for the next run's reaper.
+        """
+        try:
+            dog = self.start_watchdog(
+                self.runner, self.project, self.identity.run, self.state_dir, self.progress
+            )
+            self._guard = watchdog.Guard.connect(dog.host, dog.port, self.project)
+        except (watchdog.WatchdogUnavailable, DockerUnavailable, OSError) as exc:
+            self.progress(
+                f"no watchdog for stack {self.project} ({exc}); if this run is killed "
+                "outright, its stack stays until the next run removes it"
+            )
+            return
+        if self.settings.keep:
+            self._guard.tell("patient")
+        state.watchdog_host, state.watchdog_port = dog.host, dog.port
+
+    def _guard_with(self, state: RunState) -> None:
+        """Hold a connection to the stack's watchdog from this process too (best effort):
+        the stack is in use while any process of the run is alive."""
+        if self._guard is not None or not state.watchdog_port or state.reused:
+            return
+        try:
+            self._guard = watchdog.Guard.connect(
+                state.watchdog_host, state.watchdog_port, state.project
+            )
+        except watchdog.WatchdogUnavailable as exc:
+            self.progress(f"could not reach the watchdog of stack {state.project}: {exc}")
+            return
+        if self.settings.keep:
+            self._guard.tell("patient")
+
+    def _tell_watchdog(self, state: RunState, word: str) -> None:
+        """The run's final word to the watchdog: the stack is ``keep``-t or ``release``-d."""
+        if not state.watchdog_port:
+            return
+        if self._guard is not None:
+            self._guard.tell(word)
+        else:
+            watchdog.tell(state.watchdog_host, state.watchdog_port, state.project, word)
+
+    def _remove_stale_state_dirs(self, me: RunIdentity) -> None:
+        """State directories of dead runs next to ours, judged like their stacks.
+
+        /tmp can be shared with runs in other pid namespaces (containers): a directory is
+        only removed when the owner it records is provably dead, never by its name alone.
+        """
         for path in self.state_dir.parent.glob(f"{RUN_PREFIX}-*"):
-            match = _RUN_NAME.match(path.name)
-            if match and path != self.state_dir and not self.pid_alive(int(match.group(1))):
+            if path == self.state_dir or not RUN_NAME.match(path.name):
+                continue
+            try:
+                labels = json.loads((path / _OWNER_FILE).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            owner = RunIdentity.from_labels(labels) if isinstance(labels, dict) else None
+            if owner is not None and me.why_dead(owner, self.start_time_of):
                 shutil.rmtree(path, ignore_errors=True)
 
     def _fail_start(self, exc: Exception) -> NoReturn:
@@ -461,31 +410,50 @@ class TargetSession:
         text = str(error)
         if not isinstance(error, DockerUnavailable | StackStartError):
             text = f"starting stack {self.project} failed: {type(exc).__name__}: {exc}"
-        _State("failed", self.project, error=redact(text), error_kind=kind).write(self._state_file)
+        RunState("failed", self.project, error=redact(text), error_kind=kind).write(
+            self._state_file
+        )
         if error is exc:
             raise exc
         raise error from exc
 
-    def _teardown(self, project: str) -> None:
-        """`down` the project, and make sure that no container of it is left."""
+    def _teardown(self, project: str, deadline: Deadline) -> None:
+        """`down` the project and make sure no container of it is left, within `deadline`.
+
+        A container whose create was in flight when `up` was killed can appear after the
+        first `down` looked, and `down` with a changed compose file can miss some: so it
+        is repeated by name while time is left. When the deadline passes, what is left is
+        named, with the command that removes it.
+        """
         self.progress(f"stopping stack {project}")
         started = time.monotonic()
         target = self._compose_target(project)
-        target.stop()
-        for _ in range(_TEARDOWN_ATTEMPTS):
-            # A container whose create was in flight when `up` was killed can appear after
-            # the first `down` looked; and `down` with a changed compose file can miss some.
-            if not target.remaining_containers():
-                break
-            down_by_name(self.runner, project, self.state_dir)
-        left = target.remaining_containers()
-        if left:
-            self.progress(
-                f"stack {project} still has {len(left)} container(s); remove them with: "
-                f"docker compose -p {project} down --volumes"
-            )
+        left: list[str] | None = None
+        try:
+            target.stop(timeout=deadline.timeout(TEARDOWN_BUDGET_S))
+            while not deadline.expired():
+                left = target.remaining_containers(timeout=deadline.timeout(60))
+                if not left:
+                    break
+                down_by_name(self.runner, project, self.state_dir, deadline)
+                left = None
+        except subprocess.TimeoutExpired:
+            left = None
+        if left is None:  # the deadline cut a step short: one last short look
+            with contextlib.suppress(Exception):
+                left = project_containers(self.runner, project, timeout=5)
+        if left == []:
+            self.progress(f"stack {project} removed in {time.monotonic() - started:.1f} s")
             return
-        self.progress(f"stack {project} removed in {time.monotonic() - started:.1f} s")
+        what = (
+            f"{len(left)} container(s) ({' '.join(c[:12] for c in left)})"
+            if left
+            else ("containers Docker could not list in time")
+        )
+        self.progress(
+            f"stack {project} not removed within {deadline.seconds:g} s; left: {what}\n"
+            f"  remove it with: {removal_command(project)}"
+        )
 
     def _announce_kept(self, project: str) -> None:
         target = self._compose_target(project)
@@ -503,53 +471,3 @@ class TargetSession:
 
 def _stderr_progress(line: str) -> None:
     print(f"[apex] {line}", file=sys.stderr, flush=True)
-
-
-def _install_sigterm_handler() -> Any:
-    """Turn SIGTERM into KeyboardInterrupt so pytest unwinds and the stack is torn down.
-
-    Returns the handler it replaced (None when it installed nothing), for `finish` to put
-    back: an in-process pytest run (pytester) must not leave its handler in the host.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous not in (signal.SIG_DFL, None):
-        return None  # somebody else handles it; don't take it from them
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    return previous
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _restore_sigterm_handler(previous: Any) -> None:
-    if previous is None or threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _signals_held(progress: ProgressCallback, doing: str) -> Iterator[None]:
-    """Ignore Ctrl-C and SIGTERM while the stack is torn down, saying so.
-
-    The first one already stopped the tests; another one arriving mid-`down` would leave
-    half a stack behind. `down` is bounded (`--timeout 5` per container), so this is short.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _held(signum: int, frame: object) -> None:
-        progress(f"{doing}; please wait (signal {signum} ignored until it is done)")
-
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, _held)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

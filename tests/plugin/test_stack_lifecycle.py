@@ -9,6 +9,7 @@ bring-up. Waits are conditions with deadlines, never fixed sleeps.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -25,6 +26,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
+from pytest_apex.targets.identity import RunIdentity
+from pytest_apex.targets.projects import label_override
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = Path(__file__).with_name("stacks")
@@ -294,7 +298,7 @@ def test_shares_the_stack(apex_target, apex_endpoints, n):
     ).stdout
     mine = sorted(
         p["Name"] for p in json.loads(listing or "[]")
-        if p.get("ConfigFiles") == os.environ["APEX_COMPOSE_FILE"]
+        if os.environ["APEX_COMPOSE_FILE"] in p.get("ConfigFiles", "").split(",")
     )
     record = {
         "target": apex_target.name,
@@ -329,37 +333,59 @@ def test_xdist_workers_share_exactly_one_project(
 # --- stale stacks -----------------------------------------------------------------------------
 
 
+def labelled(project: Project, name: str, owner: RunIdentity) -> list[str]:
+    """`docker compose` arguments that start the small stack as `name`, labelled as `owner`'s."""
+    override = project.path / f"{name}.labels.json"
+    override.write_text(label_override(["cache", "web"], owner.labels()))
+    return ["docker", "compose", "-p", name, "-f", str(project.compose_file), "-f", str(override)]
+
+
 def test_a_run_removes_the_stack_a_crashed_run_left_and_only_that(small: Project) -> None:
     # A stand-in for a run that crashes with its stack up: alive while the stack starts
     # (so no concurrent run reaps it early), killed once it is up.
     doomed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     crashed = f"apexrun-{doomed.pid}-dead00"
     alive = f"apexrun-{os.getpid()}-a11ve0"  # this process lives on: a run still going
+    # Dead too, but started in another pid namespace (a CI container sharing the engine).
+    foreign = f"apexrun-{doomed.pid}-f0f0f0"
+    owners = {
+        crashed: RunIdentity.of_process(doomed.pid, crashed),
+        alive: RunIdentity.of_process(os.getpid(), alive),
+        foreign: dataclasses.replace(
+            RunIdentity.of_process(doomed.pid, foreign), pid_namespace="pid:[4026532999]"
+        ),
+    }
     ups = [
         subprocess.Popen(
-            ["docker", "compose", "-p", name, "-f", str(small.compose_file), "up", "-d", "--wait"],
+            [*labelled(small, name, owner), "up", "-d", "--wait"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for name in (crashed, alive)
+        for name, owner in owners.items()
     ]
     try:
-        assert [up.wait(timeout=120) for up in ups] == [0, 0]
+        assert [up.wait(timeout=120) for up in ups] == [0, 0, 0]
         doomed.kill()
         doomed.wait(timeout=30)
         result = small.run()
         result.assert_outcomes(passed=1)
         output = result.stdout.str() + result.stderr.str()
-        assert f"removing stack {crashed} left behind by a crashed run" in output
+        assert (
+            f"removing stack {crashed} left behind by a crashed run: "
+            f"its run (pid {doomed.pid}) is gone"
+        ) in output
         assert_gone(crashed)
         assert alive not in output
         assert containers_of(alive)
+        assert foreign not in output
+        assert containers_of(foreign)
     finally:
         doomed.kill()
         doomed.wait(timeout=30)
-        for name in (crashed, alive):
+        for name in owners:
             _docker("compose", "-p", name, "down", "--volumes", "--timeout", "2")
         assert_gone(alive)
+        assert_gone(foreign)
 
 
 # --- (5) interrupts ---------------------------------------------------------------------------

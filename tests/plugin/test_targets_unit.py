@@ -9,6 +9,7 @@ The same paths against a real engine are in test_stack_lifecycle.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -24,12 +25,14 @@ from typing import Any
 
 import pytest
 from filelock import FileLock
+from testcontainers.compose import ComposeContainer
 
+from pytest_apex import fixtures
 from pytest_apex.fixtures import _containers_or_skip
 from pytest_apex.reference import PORT_SCHEMES
 from pytest_apex.settings import ApexSettings
-from pytest_apex.targets import compose, lifecycle
-from pytest_apex.targets.compose import ComposeTarget, _endpoints_of, _parse_ps
+from pytest_apex.targets import compose, lifecycle, reaping
+from pytest_apex.targets.compose import ComposeTarget, _endpoints_of
 from pytest_apex.targets.errors import (
     CommandTimedOut,
     ContainerQueryError,
@@ -38,14 +41,12 @@ from pytest_apex.targets.errors import (
     StackStartError,
 )
 from pytest_apex.targets.external import ExternalTarget
-from pytest_apex.targets.lifecycle import (
-    TargetSession,
-    kept_project_for,
-    new_project_name,
-    reap_stale,
-    stale_projects,
-)
+from pytest_apex.targets.identity import RunIdentity
+from pytest_apex.targets.lifecycle import TargetSession
+from pytest_apex.targets.projects import kept_project_for, new_project_name
+from pytest_apex.targets.reaping import reap_stale, stale_projects
 from pytest_apex.targets.runner import SubprocessRunner
+from pytest_apex.targets.state import RunState
 
 Response = subprocess.CompletedProcess[bytes]
 Handler = Callable[[list[str]], Response | None]
@@ -65,6 +66,7 @@ class FakeDocker:
     def __init__(self, services: Sequence[dict[str, Any]] = ()) -> None:
         self.calls: list[list[str]] = []
         self.envs: list[dict[str, str]] = []
+        self.timeouts: list[float | None] = []
         self._rules: list[tuple[tuple[str, ...], Handler]] = []
         self._lock = threading.Lock()
         self.on("docker", "version", out="26.1.5\n")
@@ -72,6 +74,9 @@ class FakeDocker:
         self.on("compose", "ls", out="[]\n")
         self.on("compose", "ps", out="\n".join(json.dumps(s) for s in services))
         self.on("docker", "ps", "--all", "--quiet", out="")
+        self.on("docker", "ps", "--all", "--format", out="")  # no stack carries our labels
+        self.on("config", "--services", out="\n".join(str(s["Service"]) for s in services))
+        self.on("docker", "run", rc=125, err="no watchdog in the fakes")
 
     def on(
         self,
@@ -97,6 +102,7 @@ class FakeDocker:
         with self._lock:  # the state watcher polls from its own thread
             self.calls.append(command)
             self.envs.append(dict(env or {}))
+            self.timeouts.append(timeout)
         for words, handler in reversed(self._rules):
             if _in_order(words, command):
                 response = handler(command)
@@ -188,8 +194,13 @@ def controller(
         ApexSettings(stack=compose_file, **settings),
         runner=runner,
         progress=progress or Lines(),
-        pid_alive=lambda pid: pid != DEAD_PID,
+        start_time_of=_start_time_of,
     )
+
+
+def _start_time_of(pid: int) -> float | None:
+    """Every pid but DEAD_PID is alive, started at its own value (a fake start time)."""
+    return None if pid == DEAD_PID else float(pid)
 
 
 def worker_of(session: TargetSession, runner: FakeDocker) -> TargetSession:
@@ -220,43 +231,67 @@ def test_kept_names_sort_by_age(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sorted([newer, older]) == [older, newer]
 
 
-def _ls(*names: str) -> str:
-    return json.dumps([{"Name": n, "Status": "running(1)", "ConfigFiles": "/x.yml"} for n in names])
+# This machine as the reaper sees it; the stacks below claim owners relative to it.
+HERE = dataclasses.replace(RunIdentity.of_process(os.getpid(), ""), pid=0, started=0.0)
 
 
-def test_only_stacks_of_dead_runs_are_stale() -> None:
-    runner = FakeDocker().on(
-        "compose",
-        "ls",
-        out=_ls(
-            f"apexrun-{DEAD_PID}-a1b2c3",  # crashed run: reaped
-            f"apexrun-{LIVE_PID}-a1b2c3",  # a run still going: left alone
-            "apexkeep-6553f100-beef",  # kept on purpose: never reaped
-            f"apexrunner-{DEAD_PID}-a1b2c3",  # not ours
-            "myproject",
-        ),
+def owned_by(project: str, pid: int, started: float | None = None, **other: Any) -> str:
+    """One row of the reaper's `docker ps --format` listing: a container of `project`
+    labelled as started by `pid` (at `started`) on this host, unless `other` says otherwise."""
+    owner = dataclasses.replace(
+        HERE, pid=pid, started=float(pid) if started is None else started, run=project, **other
     )
-    assert stale_projects(runner, pid_alive=lambda pid: pid == LIVE_PID) == [
-        f"apexrun-{DEAD_PID}-a1b2c3"
-    ]
+    labels = owner.labels()
+    return "\t".join([project, *(labels[f"io.pytest-apex.{n}"] for n in reaping._IDENTITY_LABELS)])
 
 
-def test_reaping_takes_down_only_the_stale_stacks(tmp_path: Path) -> None:
-    runner = FakeDocker().on(
-        "compose", "ls", out=_ls(f"apexrun-{DEAD_PID}-a1b2c3", f"apexrun-{LIVE_PID}-d4e5f6")
+def listing(*rows: str) -> FakeDocker:
+    return FakeDocker().on("docker", "ps", "--all", "--format", out="\n".join(rows) + "\n")
+
+
+def test_only_provably_dead_stacks_of_this_host_are_stale() -> None:
+    runner = listing(
+        owned_by(f"apexrun-{DEAD_PID}-a1b2c3", DEAD_PID),  # crashed run: reaped
+        owned_by(f"apexrun-{LIVE_PID}-a1b2c3", LIVE_PID),  # a run still going: left alone
+        owned_by(f"apexrun-{LIVE_PID}-b0b0b0", LIVE_PID, started=7.0),  # its pid was reused
+        owned_by(f"apexrun-{DEAD_PID}-01d01d", DEAD_PID, boot="before-the-reboot"),
+        owned_by(f"apexrun-{DEAD_PID}-e1e1e1", DEAD_PID, host="another-host"),
+        owned_by(f"apexrun-{DEAD_PID}-c1c1c1", DEAD_PID, pid_namespace="pid:[4026532999]"),
+        owned_by(f"apexrun-{DEAD_PID}-d1d1d1", DEAD_PID, uid=os.getuid() + 1),
+        owned_by("apexkeep-6553f100-beef", DEAD_PID),  # kept on purpose: never reaped
+        owned_by(f"apexrun-{LIVE_PID}-f1f1f1", DEAD_PID),  # name and labels disagree
+        f"apexrun-{DEAD_PID}-a2a2a2\t\t\t\t\t\t\t",  # our name, but no labels
+    )
+    stale = stale_projects(runner, HERE, _start_time_of)
+    assert {s.project: s.reason for s in stale} == {
+        f"apexrun-{DEAD_PID}-a1b2c3": f"its run (pid {DEAD_PID}) is gone",
+        f"apexrun-{LIVE_PID}-b0b0b0": (
+            f"its run (pid {LIVE_PID}) is gone; that pid now belongs to another process"
+        ),
+        f"apexrun-{DEAD_PID}-01d01d": "it was started before this machine last booted",
+    }
+
+
+def test_reaping_takes_down_only_the_stale_stacks_and_says_why(tmp_path: Path) -> None:
+    runner = listing(
+        owned_by(f"apexrun-{DEAD_PID}-a1b2c3", DEAD_PID),
+        owned_by(f"apexrun-{LIVE_PID}-d4e5f6", LIVE_PID),
     )
     progress = Lines()
-    reaped = reap_stale(runner, progress, pid_alive=lambda pid: pid == LIVE_PID, cwd=tmp_path)
+    reaped = reap_stale(runner, progress, HERE, _start_time_of, cwd=tmp_path)
     assert reaped == [f"apexrun-{DEAD_PID}-a1b2c3"]
     downs = runner.ran("compose", "down")
     assert len(downs) == 1
     assert downs[0][:4] == ["docker", "compose", "--project-name", f"apexrun-{DEAD_PID}-a1b2c3"]
-    assert "left behind by a crashed run" in progress.text
+    assert (
+        f"removing stack apexrun-{DEAD_PID}-a1b2c3 left behind by a crashed run: "
+        f"its run (pid {DEAD_PID}) is gone"
+    ) in progress.text
 
 
 def test_stale_listing_survives_an_engine_error() -> None:
-    runner = FakeDocker().on("compose", "ls", rc=1, err="Cannot connect to the Docker daemon")
-    assert stale_projects(runner) == []
+    runner = FakeDocker().on("docker", "ps", "--format", rc=1, err="Cannot connect to the daemon")
+    assert stale_projects(runner, HERE, _start_time_of) == []
 
 
 def test_reuse_picks_the_newest_running_kept_stack_of_the_same_file(compose_file: Path) -> None:
@@ -473,11 +508,7 @@ EXPECTED_ENDPOINTS = {
     "output",
     [
         pytest.param("\n".join(json.dumps(e) for e in PS_ENTRIES) + "\n", id="object-per-line"),
-        pytest.param(json.dumps(PS_ENTRIES) + "\n", id="array"),
-        pytest.param(
-            "WARN[0000] a stray warning\n" + "\n".join(json.dumps(e) for e in PS_ENTRIES),
-            id="with-noise",
-        ),
+        pytest.param(json.dumps(PS_ENTRIES) + "\n", id="array"),  # compose before 2.21
     ],
 )
 def test_endpoints_from_compose_ps_json(compose_file: Path, output: str) -> None:
@@ -491,13 +522,13 @@ def test_endpoints_from_compose_ps_json(compose_file: Path, output: str) -> None
 
 
 def test_endpoints_of_an_ipv6_only_bind_are_bracketed() -> None:
-    entry = ps_entry("backend", publishers=[published(8000, 40000, "::1")])
+    entry = ComposeContainer(Service="backend", Publishers=[published(8000, 40000, "::1")])
     assert _endpoints_of([entry]) == {"backend": "http://[::1]:40000"}
 
 
-def test_parse_ps_of_nothing_is_empty() -> None:
-    assert _parse_ps("") == []
-    assert _parse_ps("[]\n") == []
+@pytest.mark.parametrize("output", ["", "[]\n", "not json\n"])
+def test_a_listing_of_nothing_reuses_nothing(compose_file: Path, output: str) -> None:
+    assert kept_project_for(compose_file, FakeDocker().on("compose", "ls", out=output)) is None
 
 
 # --- TargetSession ----------------------------------------------------------------------------
@@ -670,7 +701,13 @@ def test_a_start_reaps_stale_stacks_first(
     compose_file: Path, state_root: Path, sigterm_restored: None
 ) -> None:
     runner = FakeDocker(HEALTHY).on(
-        "compose", "ls", out=_ls(f"apexrun-{DEAD_PID}-a1b2c3", "apexkeep-6553f100-aaaa")
+        "docker",
+        "ps",
+        "--all",
+        "--format",
+        out=owned_by(f"apexrun-{DEAD_PID}-a1b2c3", DEAD_PID)
+        + "\n"
+        + owned_by("apexkeep-6553f100-aaaa", DEAD_PID),
     )
     session = controller(compose_file, runner)
     session.acquire()
@@ -687,13 +724,26 @@ def test_a_start_removes_state_dirs_of_crashed_runs(
     crashed = parent / f"apexrun-{DEAD_PID}-a1b2c3"
     running = parent / f"apexrun-{LIVE_PID}-d4e5f6"
     kept = parent / "apexkeep-6553f100-aaaa"
-    for path in (crashed, running, kept):
+    elsewhere = parent / f"apexrun-{DEAD_PID}-e1e1e1"  # a run in another pid namespace
+    unknown = parent / f"apexrun-{DEAD_PID}-00000f"  # says nothing of its owner
+    for path, owner in (
+        (crashed, HERE),
+        (running, dataclasses.replace(HERE, pid=LIVE_PID, started=float(LIVE_PID))),
+        (kept, HERE),
+        (elsewhere, dataclasses.replace(HERE, pid_namespace="pid:[4026532999]")),
+        (unknown, None),
+    ):
         path.mkdir(parents=True)
         (path / "lock").touch()
+        if owner is not None:
+            labels = dataclasses.replace(owner, pid=owner.pid or DEAD_PID).labels()
+            (path / "owner.json").write_text(json.dumps(labels))
     controller(compose_file, FakeDocker(HEALTHY)).acquire()
     assert not crashed.exists()
     assert running.exists()
     assert kept.exists()
+    assert elsewhere.exists()
+    assert unknown.exists()
 
 
 def test_the_fault_switches_reach_compose(
@@ -915,7 +965,7 @@ def test_finish_waits_for_a_worker_that_is_still_starting_the_stack(
     finisher.start()
     _await(lambda: "waiting for another process of this run" in progress.text)
     assert not runner.ran("compose", "down")  # nothing read yet: no state would mean "unused"
-    lifecycle._State("up", session.project).write(session.state_dir / "state.json")
+    RunState("up", session.project).write(session.state_dir / "state.json")
     starting.release()
     finisher.join(timeout=10)
     assert not finisher.is_alive()
@@ -934,7 +984,7 @@ def test_finish_stops_waiting_for_the_lock_after_a_while_and_says_so(
     progress = Lines()
     session = controller(compose_file, runner, progress)
     session.state_dir.mkdir(parents=True)
-    lifecycle._State("starting", session.project).write(session.state_dir / "state.json")
+    RunState("starting", session.project).write(session.state_dir / "state.json")
     stuck = FileLock(str(session.state_dir / "lock"))
     stuck.acquire()
     try:
@@ -1281,3 +1331,104 @@ def _await(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(0.01)
+
+
+# --- bounded teardown, recreate, redaction, the environment ------------------------------------
+
+
+def test_the_whole_teardown_is_bounded_and_says_what_is_left(
+    compose_file: Path,
+    state_root: Path,
+    sigterm_restored: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An engine that hangs on every removal: each command runs until its timeout.
+    monkeypatch.setattr(lifecycle, "TEARDOWN_BUDGET_S", 1.0)
+
+    def hangs(args: list[str], timeout: float | None) -> Response:
+        time.sleep(min(timeout or 30.0, 30.0))
+        raise CommandTimedOut(args, timeout or 30.0)
+
+    runner = FakeDocker(HEALTHY)
+    progress = Lines()
+    session = controller(compose_file, runner, progress)
+    session.acquire()
+    runner.on("docker", "ps", "--all", "--quiet", out="c0ffee\nbadc0de\n")
+    runner.on("compose", "down", do=lambda args: hangs(args, runner.timeouts[-1]))
+    runner.on("docker", "rm", do=lambda args: hangs(args, runner.timeouts[-1]))
+    started = time.monotonic()
+    session.finish()
+    assert time.monotonic() - started < 3.0  # the budget, not 900 s per step
+    text = progress.text
+    assert f"stack {session.project} not removed within 1 s" in text
+    assert "left: 2 container(s) (c0ffee badc0de)" in text
+    assert f"docker compose -p {session.project} down --volumes --remove-orphans" in text
+
+
+def test_recreate_waits_with_a_wait_timeout(compose_file: Path) -> None:
+    runner = FakeDocker(HEALTHY)
+    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner, wait_timeout=42)
+    target.recreate(["backend"], {"APEX_FAULTS": "idor"})
+    (up,) = runner.ran("compose", "up", "--force-recreate")
+    assert "--wait" in up
+    assert up[up.index("--wait-timeout") + 1] == "42"
+    assert runner.envs[runner.calls.index(up)]["APEX_FAULTS"] == "idor"
+
+
+def test_progress_lines_are_redacted(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    def engine_gone(args: list[str]) -> Response:
+        raise DockerUnavailable("engine gone while running: POSTGRES_PASSWORD=hunter2")
+
+    runner = FakeDocker(HEALTHY)
+    progress = Lines()
+    session = controller(compose_file, runner, progress)
+    session.acquire()
+    runner.on("compose", "down", do=engine_gone)
+    session.finish()
+    assert "POSTGRES_PASSWORD=[REDACTED]" in progress.text
+    assert "hunter2" not in progress.text
+
+
+def test_bring_up_progress_is_redacted(compose_file: Path) -> None:
+    progress = Lines()
+    secret = compose_file.parent / "token=s3cr3t-value"  # a path that looks like a secret
+    secret.mkdir()
+    (secret / "compose.yml").write_text("services: {}\n")
+    target = ComposeTarget(
+        secret / "compose.yml", "apexrun-1-abcdef", runner=FakeDocker(HEALTHY), progress=progress
+    )
+    target.up()
+    assert "s3cr3t-value" not in progress.text
+    assert "token=[REDACTED]" in progress.text
+
+
+def test_a_failing_compose_config_is_an_error_not_an_empty_environment(
+    compose_file: Path,
+) -> None:
+    config = {"services": {"postgres": {"environment": {"POSTGRES_USER": "apex"}}}}
+    answers = iter([_done([], 1, "", "Cannot connect to the Docker daemon\n")])
+    runner = FakeDocker(HEALTHY).on(
+        "compose",
+        "config",
+        "--format",
+        do=lambda args: next(answers, _done(args, 0, json.dumps(config))),
+    )
+    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner)
+    with pytest.raises(ContainerQueryError, match="Cannot connect to the Docker daemon"):
+        target.environment("postgres")
+    assert target.environment("postgres") == {"POSTGRES_USER": "apex"}  # not cached
+
+
+def test_apex_postgres_dsn_fails_on_a_compose_target_docker_cannot_answer_for(
+    compose_file: Path,
+) -> None:
+    runner = FakeDocker(HEALTHY).on("compose", "config", "--format", rc=1, err="daemon gone")
+    target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner)
+    endpoints = {"postgres": "postgresql://127.0.0.1:49155"}
+    with pytest.raises((pytest.fail.Exception, pytest.skip.Exception)) as caught:
+        fixtures.apex_postgres_dsn.__wrapped__(target, endpoints)  # type: ignore[attr-defined]
+    assert caught.type is pytest.fail.Exception, f"skipped as if external: {caught.value}"
+    assert "cannot read the configuration of compose:apexrun-1-abcdef" in str(caught.value)
+    assert "daemon gone" in str(caught.value)
