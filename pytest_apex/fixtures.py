@@ -14,13 +14,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+import pytest_asyncio
 
 from pytest_apex._stash import target_session_key
-from pytest_apex.adapters.apex import ApexAdapter
 from pytest_apex.adapters.base import AgentRun, AppAdapter, UserSession
+from pytest_apex.adapters.factory import adapter_for, username_for
+from pytest_apex.adapters.rest import AdapterError
 from pytest_apex.app import AppDescription
 from pytest_apex.dsn import postgres_dsn
-from pytest_apex.reference import EMAIL_DOMAIN
 from pytest_apex.reporting import allure as allure_report
 from pytest_apex.settings import ApexSettings, settings_key
 from pytest_apex.targets.base import ContainerInfo, Target
@@ -121,50 +122,83 @@ def _containers_or_skip(target: Target) -> list[ContainerInfo]:
     pytest.fail(f"cannot inspect the containers of {target.name}: {error}", pytrace=False)
 
 
-@pytest.fixture
-async def apex_adapter(apex_endpoints: dict[str, str]) -> AsyncIterator[AppAdapter]:
-    """How users log in and run the agent; override this to test your own app."""
-    adapter = ApexAdapter(apex_endpoints)
+@pytest_asyncio.fixture(loop_scope="session")
+async def apex_adapter(
+    apex_app: AppDescription, apex_endpoints: dict[str, str]
+) -> AsyncIterator[AppAdapter]:
+    """How the suites act as users: the adapter the app description names (the zero-code
+    REST adapter unless it says otherwise). Override it to bring your own."""
+    try:
+        adapter = adapter_for(apex_app, apex_endpoints)
+    except (AdapterError, ValueError) as exc:
+        pytest.fail(f"no adapter for {apex_app.name}: {exc}", pytrace=False)
     yield adapter
     await adapter.aclose()
 
 
+UserMaker = Callable[[int], Awaitable[UserSession]]
 UserFactory = Callable[[int], Awaitable[list[UserSession]]]
 AgentRunner = Callable[[UserSession, str, str, float], Awaitable[AgentRun]]
 
 
-@pytest.fixture
-async def apex_users(apex_adapter: AppAdapter) -> AsyncIterator[UserFactory]:
-    """`await apex_users(n)` logs in n fresh users concurrently; all are closed afterwards."""
+@pytest_asyncio.fixture(loop_scope="session")
+async def apex_new_user(
+    apex_adapter: AppAdapter, apex_app: AppDescription
+) -> AsyncIterator[UserMaker]:
+    """`await apex_new_user(i)` signs up and logs in user `i` of this test, named by the
+    description's template; every user made is closed afterwards."""
+    run = uuid.uuid4().hex[:8]
     sessions: list[UserSession] = []
 
-    async def make(count: int) -> list[UserSession]:
-        run = uuid.uuid4().hex[:8]
-        made = await asyncio.gather(
-            *(apex_adapter.login(f"user{i}-{run}@{EMAIL_DOMAIN}") for i in range(count))
-        )
-        sessions.extend(made)
-        return list(made)
+    async def make(index: int) -> UserSession:
+        session = await apex_adapter.login(username_for(apex_app, index, run))
+        sessions.append(session)
+        return session
 
     yield make
     await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def apex_users(apex_new_user: UserMaker) -> UserFactory:
+    """`await apex_users(n)` logs in n fresh users concurrently (any failure raises)."""
+    made = 0
+
+    async def make(count: int) -> list[UserSession]:
+        nonlocal made
+        first, made = made, made + count
+        return list(await asyncio.gather(*(apex_new_user(first + i) for i in range(count))))
+
+    return make
+
+
 @pytest.fixture(scope="session")
-def apex_postgres_dsn(apex_target: Target, apex_endpoints: dict[str, str]) -> str:
-    """A DSN for the stack's PostgreSQL: the `postgres` endpoint if it carries credentials
-    (e.g. `--apex-url postgres=postgresql://user:pw@host/db`), else the endpoint plus the
-    credentials the compose service was configured with."""
-    url = apex_endpoints.get("postgres")
+def apex_postgres_dsn(
+    apex_target: Target, apex_endpoints: dict[str, str], apex_app: AppDescription
+) -> str:
+    """A DSN for the app's database (the description's ``database.service``): its endpoint
+    if it carries credentials (``--apex-url db=postgresql://user:pw@host/db``), else the
+    endpoint plus the credentials the compose service was configured with (the variables
+    the description names, POSTGRES_* by default)."""
+    database = apex_app.database
+    if database is None:
+        pytest.skip("the app description has no [database] section")
+    url = apex_endpoints.get(database.service)
     if not url:
-        pytest.skip("no postgres endpoint (give --apex-url postgres=postgresql://...)")
+        pytest.skip(
+            f"no {database.service} endpoint (give --apex-url {database.service}=postgresql://...)"
+        )
     if "@" in url:
         return url
-    env = _environment_or_fail(apex_target, "postgres")
-    if not {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= env.keys():
-        pytest.skip("postgres credentials unknown (give a DSN with --apex-url postgres=...)")
+    env = _environment_or_fail(apex_target, database.service)
+    names = (database.user_env, database.password_env, database.database_env)
+    if not set(names) <= env.keys():
+        pytest.skip(
+            f"{database.service} credentials unknown ({', '.join(names)} not in its "
+            f"environment; give a DSN with --apex-url {database.service}=...)"
+        )
     host = url.split("://", 1)[1]
-    return postgres_dsn(host, env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"])
+    return postgres_dsn(host, *(env[name] for name in names))
 
 
 def _environment_or_fail(target: Target, service: str) -> dict[str, str]:

@@ -36,6 +36,7 @@ from pytest_apex.settings import (
     settings_key,
 )
 from pytest_apex.settings.spelling import misread_rootdir
+from pytest_apex.suites import collection as suite_collection
 from pytest_apex.targets.base import Target
 
 if TYPE_CHECKING:
@@ -99,6 +100,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(misread)
     settings = settings_from_pytest_config(config)  # UsageError on any bad value
     config.stash[settings_key] = settings
+    # `pytest -m health` in any project: the shipped suites join what pytest collects.
+    suite_collection.add_to_collection(config, SUITES)
     config.stash[verdict_key] = Verdict(profile=settings.profile)
     for module in _FIXTURE_MODULES:
         if not config.pluginmanager.has_plugin(module):
@@ -178,6 +181,12 @@ class ApexRun:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        # A shipped suite test the project also collected itself runs once: the project's.
+        twice = suite_collection.duplicates(items)
+        if twice:
+            dropped = set(map(id, twice))
+            items[:] = [item for item in items if id(item) not in dropped]
+            self.config.hook.pytest_deselected(items=twice)
         # Suites become Allure epics. Added at collection (tryfirst), so `--allure-epics=load`,
         # which allure-pytest applies in this same hook, can select by them.
         if self.allure_dir is None:

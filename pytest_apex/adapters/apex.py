@@ -1,4 +1,9 @@
-"""The adapter for the reference Apex stack (fixtures/stack): dev login, REST threads, /ws runs."""
+"""The adapter for the reference Apex stack (fixtures/stack): dev login, REST threads, /ws runs.
+
+Logging in and the REST resources come from the stack's app description through the
+zero-code REST adapter; this adapter adds what no description can say: agent runs streamed
+over the stack's WebSocket, and the raw-token socket exchange the health suite probes.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from pytest_apex.adapters.base import AgentRun
+from pytest_apex.adapters.rest import RestAdapter, RestUserSession
+from pytest_apex.app import AppDescription
+from pytest_apex.reference import reference_description
 
 TERMINAL_EVENTS = frozenset({"agent_completed", "agent_error"})
 # How a client presents its token to /ws: the `jwt.<base64url>` subprotocol (what browsers
@@ -40,32 +48,33 @@ def _token_presented(token: str, transport: str) -> dict[str, Any]:
     raise ValueError(f"unknown token transport {transport!r}; known: {SOCKET_TOKEN_TRANSPORTS}")
 
 
-class ApexAdapter:
+def from_description(description: AppDescription, endpoints: Mapping[str, str]) -> ApexAdapter:
+    """The adapter factory the reference stack's description names (``adapter = ...``)."""
+    return ApexAdapter(endpoints, description=description)
+
+
+class ApexAdapter(RestAdapter):
     """Logs users in through auth and acts for them on the backend."""
 
-    def __init__(self, endpoints: Mapping[str, str], *, http: httpx.AsyncClient | None = None):
+    def __init__(
+        self,
+        endpoints: Mapping[str, str],
+        *,
+        description: AppDescription | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         missing = {"auth", "backend"} - set(endpoints)
         if missing:
             raise ValueError(
                 f"the Apex adapter needs the endpoints {sorted(missing)}; got {sorted(endpoints)}"
             )
-        self.auth_url = endpoints["auth"].rstrip("/")
-        self.backend_url = endpoints["backend"].rstrip("/")
-        self.http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(60.0),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
-        )
+        super().__init__(description or reference_description(), endpoints, transport=transport)
+        self.auth_url = self.endpoints["auth"]
+        self.backend_url = self.endpoints["backend"]
 
-    async def login(self, email: str) -> ApexUserSession:
-        response = await self.http.post(f"{self.auth_url}/auth/dev/login", json={"email": email})
-        response.raise_for_status()
-        body = response.json()
-        return ApexUserSession(
-            self, body["user"]["id"], body["user"]["email"], body["access_token"]
-        )
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
+    async def login(self, username: str) -> ApexUserSession:
+        session = await super().login(username)
+        return ApexUserSession(self, session.user_id, session.username, session.token)
 
     socket_token_transports = SOCKET_TOKEN_TRANSPORTS
 
@@ -81,20 +90,15 @@ class ApexAdapter:
                     pass  # heartbeats and other chatter before the answer
 
 
-class ApexUserSession:
+class ApexUserSession(RestUserSession):
     """One logged-in user: REST calls with their token, agent runs on their own socket."""
 
+    adapter: ApexAdapter
+
     def __init__(self, adapter: ApexAdapter, user_id: str, email: str, token: str) -> None:
-        self.adapter = adapter
-        self.user_id = user_id
-        self.email = email
-        self.token = token
+        super().__init__(adapter, user_id=user_id, username=email, token=token)
         self._ws: ClientConnection | None = None
         self._lock = asyncio.Lock()
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
 
     async def create_thread(self, title: str) -> dict[str, Any]:
         response = await self.adapter.http.post(

@@ -218,6 +218,9 @@ class RestUserSession:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
+    async def close(self) -> None:
+        """Nothing to release: the HTTP client is the adapter's."""
+
     async def request(self, method: str, url: str, body: Any = None) -> Answer:
         answer = await self.adapter._send(method, url, body, self.headers)
         self.answers.append(answer)

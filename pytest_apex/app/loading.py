@@ -26,12 +26,14 @@ from pytest_apex.app.model import (
     AppDescription,
     Auth,
     Capabilities,
+    ConfigRoute,
     Database,
     FaultSwitches,
     HealthRoute,
     Login,
     MetricsRoute,
     Pagination,
+    PromisedSetting,
     Resource,
     Service,
     SigningKey,
@@ -215,12 +217,23 @@ def _service(name: str, raw: Mapping[str, Any]) -> Service:
         readiness=_health(raw.get("readiness")),
         protected_routes=tuple(raw.get("protected_routes", ())),
         websocket=raw.get("websocket", ""),
-        config_route=raw.get("config_route", ""),
+        config=_config(raw.get("config")),
         metrics=None
         if metrics is None
         else MetricsRoute(metrics.get("path", "/metrics"), tuple(metrics.get("series", ()))),
         security_headers=raw.get("security_headers", True),
+        settings=MappingProxyType(dict(raw.get("settings", {}))),
     )
+
+
+def _config(raw: Mapping[str, Any] | None) -> ConfigRoute | None:
+    if raw is None:
+        return None
+    settings = tuple(
+        PromisedSetting(name, s["at"], s["expect"], s.get("unit", ""))
+        for name, s in raw.get("settings", {}).items()
+    )
+    return ConfigRoute(raw["path"], settings)
 
 
 def _body(raw: Mapping[str, Any]) -> Mapping[str, str]:
@@ -294,6 +307,8 @@ def _build(data: Mapping[str, Any], source: str) -> AppDescription:
             database_env=database.get("database_env", "POSTGRES_DB"),
         ),
         capabilities=Capabilities(**data.get("capabilities", {})),
+        adapter=data.get("adapter", "rest"),
+        cors_origin=data.get("cors_origin", ""),
         faults=None
         if faults is None
         else FaultSwitches(faults["env"], tuple(faults.get("known", ()))),

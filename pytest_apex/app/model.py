@@ -60,6 +60,25 @@ class MetricsRoute:
 
 
 @dataclass(frozen=True)
+class PromisedSetting:
+    """A setting the running service must report: where in its config answer, which value."""
+
+    name: str
+    at: str  # dotted path in the config route's JSON answer
+    expect: str | int | float | bool
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class ConfigRoute:
+    """A route where the running service reports the configuration it uses, and the promises
+    to check there (read from the live process, never from the files that configured it)."""
+
+    path: str
+    settings: tuple[PromisedSetting, ...] = ()
+
+
+@dataclass(frozen=True)
 class Service:
     """A service of the app: its role, where it listens, and the routes the suites probe.
 
@@ -77,9 +96,11 @@ class Service:
     readiness: HealthRoute | None = None
     protected_routes: tuple[str, ...] = ()  # GET routes that need a bearer token
     websocket: str = ""  # path of the WebSocket route ("" when there is none)
-    config_route: str = ""  # route that reports the configuration in effect
+    config: ConfigRoute | None = None  # where it reports the configuration in effect
     metrics: MetricsRoute | None = None
     security_headers: bool = True  # whether its HTTP answers must carry security headers
+    # A data store's own settings, as it reports them (Redis: CONFIG GET), e.g. maxmemory.
+    settings: Mapping[str, str | int | float | bool] = field(default_factory=_frozen)
 
     @property
     def health_paths(self) -> tuple[str, ...]:
@@ -233,6 +254,8 @@ class AppDescription:
     database: Database | None = None
     capabilities: Capabilities = field(default_factory=Capabilities)
     faults: FaultSwitches | None = None
+    adapter: str = "rest"  # "rest", or "module:factory" building the app's own adapter
+    cors_origin: str = ""  # the one origin the app's CORS policy lets in ("" when unknown)
     source: str = ""  # where it was read from, for messages
 
     def with_role(self, role: Role) -> list[Service]:

@@ -1,14 +1,12 @@
-"""What the health suite expects of the deployment, as fixtures a project can override.
+"""What the health suite expects of the deployment: read from the app description.
 
-The defaults are the staging report's promises for the reference stack. A team whose
-deployment is meant to differ overrides one fixture in its own conftest.py, e.g.::
+Every expectation (health routes and formats, promised settings, schema objects, metrics
+series, where the token signing key is found) is data in the app description, so a team
+describes its app rather than editing the suite. Each fixture here is one layer a project
+can still override in its conftest.py.
 
-    @pytest.fixture(scope="session")
-    def apex_expected_config():
-        return PromisedConfig(db_pool_size=10, cors_allowed_origin="https://chat.example.com")
-
-Nothing here reads `.env.staging`: the expectation must come from the promise, not from the
-file under test, or a wrong file would agree with itself.
+Nothing here reads the files that configure the app (`.env.staging`): the expectation must
+come from the promise, not from the file under test, or a wrong file would agree with itself.
 """
 
 from __future__ import annotations
@@ -18,42 +16,22 @@ from collections.abc import Iterator, Mapping
 import httpx
 import pytest
 
-from pytest_apex.health.config import PromisedConfig
-from pytest_apex.health.datastore import INIT_SCHEMA
-from pytest_apex.health.metrics import REQUIRED_SERIES
-from pytest_apex.health.probes import REFERENCE_HEALTH_LAYOUT, ServiceHealthSpec
+from pytest_apex.app.model import AppDescription, Service
 from pytest_apex.health.tokens import SigningKeySource
 
 
 @pytest.fixture(scope="session")
-def apex_expected_config() -> PromisedConfig:
-    """Settings the running services must use (pool, WebSocket limits, isolation, CORS, Redis)."""
-    return PromisedConfig()
+def apex_health_layout(apex_app: AppDescription) -> Mapping[str, Service]:
+    """The described services that answer a health route (liveness, maybe readiness)."""
+    return {name: s for name, s in apex_app.services.items() if s.liveness is not None}
 
 
 @pytest.fixture(scope="session")
-def apex_health_layout() -> Mapping[str, ServiceHealthSpec]:
-    """Each service's liveness and readiness paths and the dependencies readiness reports."""
-    return REFERENCE_HEALTH_LAYOUT
-
-
-@pytest.fixture(scope="session")
-def apex_expected_schema() -> frozenset[str]:
-    """Tables and views the database's init schema must have created."""
-    return INIT_SCHEMA
-
-
-@pytest.fixture(scope="session")
-def apex_required_series() -> tuple[str, ...]:
-    """Prometheus series the other suites read from the backend's `/metrics`."""
-    return REQUIRED_SERIES
-
-
-@pytest.fixture(scope="session")
-def apex_token_key_source() -> SigningKeySource:
-    """Where the target reveals the secret its HS* tokens are signed with, for the expired
-    token: on the reference stack, auth's ``JWT_SECRET`` (the backend shares it)."""
-    return SigningKeySource(service="auth", variable="JWT_SECRET")
+def apex_token_key_source(apex_app: AppDescription) -> SigningKeySource | None:
+    """Where the target reveals the key its HS* tokens are signed with, for the expired
+    token (the description's ``auth.signing_key``; None when it names none)."""
+    key = apex_app.auth.signing_key if apex_app.auth else None
+    return SigningKeySource(service=key.service, variable=key.env) if key else None
 
 
 @pytest.fixture(scope="session")

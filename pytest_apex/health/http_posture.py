@@ -6,6 +6,7 @@ of the allowed origin (other scheme, suffix trick, `null`) that a sloppy origin 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -14,16 +15,30 @@ from urllib.parse import urlsplit
 import httpx
 
 # Header -> the value it must carry (compared case-insensitively).
-SECURITY_HEADERS: Final[Mapping[str, str]] = {
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-}
+SECURITY_HEADERS: Final[Mapping[str, str]] = {"x-content-type-options": "nosniff"}
+# No framing at all, in either of the two ways browsers honour: X-Frame-Options DENY, or
+# CSP frame-ancestors 'none' (which supersedes X-Frame-Options where both are sent).
+_FRAME_ANCESTORS: Final = re.compile(r"(?:^|;)\s*frame-ancestors\s+([^;]+)", re.I)
+
+
+def _framing_problem(headers: Mapping[str, str]) -> str:
+    policy = _FRAME_ANCESTORS.search(headers.get("content-security-policy", ""))
+    if policy:
+        sources = policy.group(1).strip()
+        return "" if sources == "'none'" else f"CSP frame-ancestors is {sources!r}, not 'none'"
+    frame_options = headers.get("x-frame-options")
+    if frame_options is None:
+        return "x-frame-options missing (and no CSP frame-ancestors)"
+    if frame_options.strip().lower() != "deny":
+        return f"x-frame-options is {frame_options!r}, not 'DENY'"
+    return ""
 
 
 def security_header_problems(
     headers: Mapping[str, str], expected: Mapping[str, str] = SECURITY_HEADERS
 ) -> list[str]:
-    """What is missing or wrong, e.g. ``["x-frame-options missing"]`` ([] when all good)."""
+    """What is missing or wrong, e.g. ``["x-content-type-options missing"]`` ([] when all
+    good): each expected header, and protection against framing in either form."""
     lowered = {k.lower(): v for k, v in headers.items()}
     problems = []
     for name, value in expected.items():
@@ -32,7 +47,8 @@ def security_header_problems(
             problems.append(f"{name} missing")
         elif seen.strip().lower() != value.lower():
             problems.append(f"{name} is {seen!r}, not {value!r}")
-    return problems
+    framing = _framing_problem(lowered)
+    return [*problems, framing] if framing else problems
 
 
 def foreign_origins(allowed: str) -> list[str]:

@@ -10,22 +10,8 @@ whose samples are named `_bucket`, `_sum`, `_count`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
 
 from prometheus_client.parser import text_string_to_metric_families
-
-# The series the isolation, load, rollback and soak suites read from the backend.
-REQUIRED_SERIES: Final[tuple[str, ...]] = (
-    "apex_ws_connections",
-    "apex_execution_contexts_live",
-    "apex_agent_runs_started_total",
-    "apex_agent_runs_completed_total",
-    "apex_agent_runs_failed_total",
-    "apex_db_pool_in_use",
-    "apex_db_pool_size",
-    "apex_process_resident_memory_bytes",
-    "apex_http_requests_total",
-)
 
 
 class MetricsUnreadable(ValueError):
@@ -47,7 +33,7 @@ def exposed_series(text: str) -> set[str]:
     return names
 
 
-def missing_series(text: str, required: Iterable[str] = REQUIRED_SERIES) -> list[str]:
+def missing_series(text: str, required: Iterable[str]) -> list[str]:
     """The required names with no sample on the page, in the order they were asked for."""
     exposed = exposed_series(text)
     return [name for name in required if name not in exposed]

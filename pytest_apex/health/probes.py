@@ -1,4 +1,4 @@
-"""Health endpoint probes that understand `application/health+json` (IETF draft)."""
+"""Health endpoint probes: any 2xx, a JSON field, or `application/health+json` (IETF draft)."""
 
 from __future__ import annotations
 
@@ -6,45 +6,16 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, Final
+from typing import Any
 
 import httpx
+
+from pytest_apex.app.model import HealthRoute
 
 HEALTH_MEDIA_TYPE = "application/health+json"
 VALID_STATUSES = frozenset({"pass", "warn", "fail"})
 _RETRY_PAUSE_S = 0.05
 _MIN_TIMEOUT_S = 0.001  # httpx reads 0 as "no timeout"
-
-
-@dataclass(frozen=True)
-class ServiceHealthSpec:
-    """Where a service answers liveness and readiness, and what its readiness depends on.
-
-    `readiness` is None for a service without a readiness endpoint (a static frontend).
-    `dependencies` are the components its readiness must report, by the `component` part
-    of the health+json check keys (``postgres`` for ``postgres:responseTime``).
-    """
-
-    liveness: str = "/health"
-    readiness: str | None = None
-    dependencies: tuple[str, ...] = ()
-
-    @property
-    def paths(self) -> tuple[str, ...]:
-        """Every health path of the service, liveness first, without repeats."""
-        return tuple(dict.fromkeys(p for p in (self.liveness, self.readiness) if p))
-
-
-# The reference stack (fixtures/stack/README.md): the backend needs PostgreSQL and Redis to
-# serve, auth needs PostgreSQL, the frontend is static nginx and only answers liveness.
-REFERENCE_HEALTH_LAYOUT: Final[Mapping[str, ServiceHealthSpec]] = MappingProxyType(
-    {
-        "backend": ServiceHealthSpec("/health/live", "/health/ready", ("postgres", "redis")),
-        "auth": ServiceHealthSpec("/health", "/health/ready", ("postgres",)),
-        "frontend": ServiceHealthSpec("/health"),
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -71,6 +42,19 @@ class HealthProbe:
     def ok(self) -> bool:
         """Answered 2xx with a passing (or warning) status: the service says it can serve."""
         return 200 <= self.status_code < 300 and self.status in ("pass", "warn")
+
+    def healthy(self, route: HealthRoute) -> bool:
+        """Whether the answer says "healthy" in the route's format: a health+json status of
+        pass or warn, any 2xx, or a 2xx whose JSON field holds the expected value."""
+        if not 200 <= self.status_code < 300:
+            return False
+        match route.format:
+            case "health+json":
+                return self.ok
+            case "json-field":
+                return bool(route.field) and _dig(self.body, route.field) == route.expect
+            case _:
+                return True
 
     @property
     def follows_health_json(self) -> bool:
@@ -217,3 +201,12 @@ class ResponseTime:
         if not slowest.answered:
             return f"{slowest.url}: {slowest.error}"
         return f"slowest was {slowest.url} ({len(self.probes)} probes)"
+
+
+def _dig(body: Any, path: str) -> Any:
+    value = body
+    for key in path.split("."):
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value

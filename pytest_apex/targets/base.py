@@ -26,6 +26,7 @@ class ContainerInfo:
     memory_limit_bytes: int  # 0 means unlimited
     nano_cpus: int  # 0 means unlimited
     published: tuple[tuple[str, int, int], ...] = field(default=())  # (host_ip, host_port, port)
+    exit_code: int = 0  # of an exited container (a one-shot job's result)
 
 
 @runtime_checkable

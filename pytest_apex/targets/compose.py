@@ -529,6 +529,7 @@ def _container_info(service: str, inspect: Mapping[str, Any]) -> ContainerInfo:
         memory_limit_bytes=int(host_config.get("Memory") or 0),
         nano_cpus=int(host_config.get("NanoCpus") or 0),
         published=tuple(published),
+        exit_code=int(state.get("ExitCode") or 0),
     )
 
 

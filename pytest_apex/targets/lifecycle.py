@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from filelock import FileLock, Timeout
 
 from pytest_apex.redaction import redact
-from pytest_apex.reference import FAULTS_ENV, PORT_SCHEMES
 from pytest_apex.targets import watchdog
 from pytest_apex.targets.base import Target
 from pytest_apex.targets.compose import ComposeTarget, ProgressCallback, project_containers
@@ -266,7 +265,10 @@ class TargetSession:
 
     def _compose_target(self, project: str) -> ComposeTarget:
         assert self.settings.stack is not None, "compose target without a compose file"
-        env = {FAULTS_ENV: ",".join(self.settings.faults)}
+        app = self.settings.app
+        # The app's fault variable always goes in, empty for none: a value exported in the
+        # shell must not switch a fault on behind the run's back.
+        env = {app.faults.env: ",".join(self.settings.faults)} if app.faults else {}
         labels = self.state_dir / _LABELS_FILE
         return ComposeTarget(
             self.settings.stack,
@@ -274,7 +276,7 @@ class TargetSession:
             env=env,
             runner=self.runner,
             progress=self.progress,
-            port_schemes=PORT_SCHEMES,
+            port_schemes=app.port_schemes,
             override_files=[labels] if project == self.project and labels.is_file() else [],
         )
 

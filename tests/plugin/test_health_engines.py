@@ -12,11 +12,13 @@ import math
 import httpx
 import pytest
 
-from pytest_apex.health.config import PromisedConfig, backend_config_in_effect, compare
+from pytest_apex.app.model import PromisedSetting
+from pytest_apex.health.config import compare_in_effect, compare_settings
 from pytest_apex.health.http_posture import CorsAnswer, foreign_origins, security_header_problems
 from pytest_apex.health.metrics import MetricsUnreadable, missing_series
 from pytest_apex.health.posture import runs_as_root
 from pytest_apex.health.probes import HealthProbe, ResponseTime, probe_repeatedly, timed_probe
+from pytest_apex.reference import reference_description
 from pytest_apex.targets.base import ContainerInfo
 
 
@@ -56,7 +58,13 @@ def test_health_json_conformance_names_what_is_wrong() -> None:
     assert _ready({}).describe_conformance() == ""
 
 
-def test_config_in_effect_flattens_the_backend_answer() -> None:
+def _promised() -> tuple[PromisedSetting, ...]:
+    config = reference_description().services["backend"].config
+    assert config is not None
+    return config.settings
+
+
+def test_config_in_effect_is_read_at_the_described_paths() -> None:
     body = {
         "database": {
             "pool_min_size": 20,
@@ -68,11 +76,8 @@ def test_config_in_effect_flattens_the_backend_answer() -> None:
         "isolation": {"request_isolation": False},
         "http": {"cors_allowed_origin": "http://localhost:3000"},
     }
-    results = {
-        c.name: c
-        for c in compare(PromisedConfig().backend_settings(), backend_config_in_effect(body))
-    }
-    assert results["db_max_overflow"].as_numbers() == (30, 30)
+    results = {c.name: c for c in compare_in_effect(_promised(), body)}
+    assert results["db_pool_max_size"].as_numbers() == (50, 50)
     assert results["db_pool_timeout_s"].as_numbers() == (30, 30)
     assert results["ws_max_message_bytes"].as_numbers() == (4096, 8192)
     assert results["request_isolation"].as_numbers() == (0, 1)
@@ -83,13 +88,26 @@ def test_config_in_effect_flattens_the_backend_answer() -> None:
     assert "not reported" in results["ws_rate_limit_per_minute"].describe()
 
 
-def test_promised_config_defaults_are_the_reports_values() -> None:
-    promised = PromisedConfig()
-    assert (promised.db_pool_size, promised.db_max_overflow) == (20, 30)
-    assert (promised.db_pool_timeout_s, promised.db_pool_recycle_s) == (30, 1800)
-    assert (promised.ws_heartbeat_s, promised.ws_connection_timeout_s) == (30, 900)
-    assert promised.redis_maxmemory_policy == "allkeys-lru"
-    assert not any(name.startswith("redis_") for name in promised.backend_settings())
+def test_the_reference_promises_are_the_reports_values() -> None:
+    promised = {s.name: s.expect for s in _promised()}
+    assert (promised["db_pool_size"], promised["db_pool_max_size"]) == (20, 50)
+    assert (promised["db_pool_timeout_s"], promised["db_pool_recycle_s"]) == (30, 1800)
+    assert (promised["ws_heartbeat_s"], promised["ws_connection_timeout_s"]) == (30, 900)
+    redis = reference_description().services["redis"].settings
+    assert redis["maxmemory-policy"] == "allkeys-lru"
+
+
+def test_data_store_settings_compare_as_numbers_and_words() -> None:
+    compared = {
+        c.name: c
+        for c in compare_settings(
+            {"maxmemory": 524288000, "maxmemory-policy": "allkeys-lru", "missing": 1},
+            {"maxmemory": "0", "maxmemory-policy": "allkeys-lru"},
+        )
+    }
+    assert compared["maxmemory"].as_numbers() == (0, 524288000)
+    assert compared["maxmemory-policy"].as_numbers() == (1, 1)
+    assert math.isnan(compared["missing"].as_numbers()[0])
 
 
 @pytest.mark.parametrize(
@@ -114,6 +132,14 @@ def test_security_header_problems() -> None:
     assert security_header_problems({"x-frame-options": "SAMEORIGIN"}) == [
         "x-content-type-options missing",
         "x-frame-options is 'SAMEORIGIN', not 'DENY'",
+    ]
+    # CSP frame-ancestors 'none' is the same protection in its newer form, and wins.
+    csp = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "frame-ancestors 'none'"}
+    assert security_header_problems(csp) == []
+    lax = {**csp, "Content-Security-Policy": "default-src 'none'; frame-ancestors *"}
+    assert security_header_problems(lax) == ["CSP frame-ancestors is '*', not 'none'"]
+    assert security_header_problems({"X-Content-Type-Options": "nosniff"}) == [
+        "x-frame-options missing (and no CSP frame-ancestors)"
     ]
 
 

@@ -29,7 +29,7 @@ from testcontainers.compose import ComposeContainer
 
 from pytest_apex import fixtures
 from pytest_apex.fixtures import _containers_or_skip
-from pytest_apex.reference import PORT_SCHEMES
+from pytest_apex.reference import PORT_SCHEMES, reference_description
 from pytest_apex.settings import ApexSettings
 from pytest_apex.targets import compose, lifecycle, reaping
 from pytest_apex.targets.compose import ComposeTarget, _endpoints_of
@@ -1428,7 +1428,9 @@ def test_apex_postgres_dsn_fails_on_a_compose_target_docker_cannot_answer_for(
     target = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner)
     endpoints = {"postgres": "postgresql://127.0.0.1:49155"}
     with pytest.raises((pytest.fail.Exception, pytest.skip.Exception)) as caught:
-        fixtures.apex_postgres_dsn.__wrapped__(target, endpoints)  # type: ignore[attr-defined]
+        fixtures.apex_postgres_dsn.__wrapped__(  # type: ignore[attr-defined]
+            target, endpoints, reference_description()
+        )
     assert caught.type is pytest.fail.Exception, f"skipped as if external: {caught.value}"
     assert "cannot read the configuration of compose:apexrun-1-abcdef" in str(caught.value)
     assert "daemon gone" in str(caught.value)

@@ -13,7 +13,8 @@ import websockets
 from websockets.sync.client import connect
 
 from pytest_apex.adapters.apex import jwt_subprotocol, ws_url
-from pytest_apex.health.metrics import REQUIRED_SERIES, missing_series
+from pytest_apex.health.metrics import missing_series
+from pytest_apex.reference import reference_description
 from tests.conftest import read_env_file
 from tests.stack.conftest import User
 
@@ -252,7 +253,9 @@ class TestHealthAndIntrospection:
 
     def test_metrics_expose_the_series_the_suites_use(self, http, apex_endpoints):
         text = http.get(apex_endpoints["backend"] + "/metrics").text
-        assert not missing_series(text, REQUIRED_SERIES)
+        metrics = reference_description().services["backend"].metrics
+        assert metrics is not None
+        assert not missing_series(text, metrics.series)
 
     def test_security_headers_and_cors(self, http, apex_endpoints):
         env = read_env_file()
