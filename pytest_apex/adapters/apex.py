@@ -20,7 +20,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from pytest_apex.adapters.base import AgentRun
-from pytest_apex.adapters.rest import RestAdapter, RestUserSession
+from pytest_apex.adapters.rest import AdapterError, Answer, RestAdapter, RestUserSession
 from pytest_apex.app import AppDescription
 from pytest_apex.reference import reference_description
 
@@ -90,6 +90,13 @@ class ApexAdapter(RestAdapter):
                     pass  # heartbeats and other chatter before the answer
 
 
+def _ok(answer: Answer) -> Any:
+    """The JSON body of a 2xx answer; anything else raises, saying what came back."""
+    if not answer.ok:
+        raise AdapterError(f"{answer.describe()}: {answer.text[:200]}")
+    return answer.body
+
+
 class ApexUserSession(RestUserSession):
     """One logged-in user: REST calls with their token, agent runs on their own socket."""
 
@@ -101,25 +108,18 @@ class ApexUserSession(RestUserSession):
         self._lock = asyncio.Lock()
 
     async def create_thread(self, title: str) -> dict[str, Any]:
-        response = await self.adapter.http.post(
-            f"{self.adapter.backend_url}/api/threads", json={"title": title}, headers=self.headers
+        answer = await self.request(
+            "POST", f"{self.adapter.backend_url}/api/threads", {"title": title}
         )
-        response.raise_for_status()
-        return dict(response.json())
+        return dict(_ok(answer))
 
     async def list_threads(self) -> list[dict[str, Any]]:
-        response = await self.adapter.http.get(
-            f"{self.adapter.backend_url}/api/threads", headers=self.headers
-        )
-        response.raise_for_status()
-        return list(response.json())
+        answer = await self.request("GET", f"{self.adapter.backend_url}/api/threads")
+        return list(_ok(answer))
 
     async def get_thread(self, thread_id: str) -> tuple[int, dict[str, Any]]:
-        response = await self.adapter.http.get(
-            f"{self.adapter.backend_url}/api/threads/{thread_id}", headers=self.headers
-        )
-        body = response.json() if response.content else {}
-        return response.status_code, body
+        answer = await self.request("GET", f"{self.adapter.backend_url}/api/threads/{thread_id}")
+        return answer.status, answer.body if isinstance(answer.body, dict) else {}
 
     async def connect(self) -> ClientConnection:
         if self._ws is None:

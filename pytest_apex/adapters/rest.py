@@ -4,9 +4,8 @@ A plain REST app needs no Python to be tested: the description says how users si
 log in, where the token is in the answer and which resources users own (routes, id and owner
 fields, pagination, sub-resources). This adapter turns that into user actions.
 
-Every answer a user receives is kept on its session (`RestUserSession.answers`), error
-answers included, so the isolation suite can scan all of it for other users' data: data
-leaks on error paths too.
+Every action returns the answers it received, error answers included, so the isolation
+suite can scan all of it for other users' data: data leaks on error paths too.
 """
 
 from __future__ import annotations
@@ -27,6 +26,8 @@ from pytest_apex.app.model import AppDescription, Pagination, Resource
 # Statuses that count as a refusal of another user's resource: not found (the usual way to
 # hide existence), forbidden, unauthorised. A 5xx is not a refusal: it answered nothing.
 REFUSAL_STATUSES: Final = frozenset({401, 403, 404})
+# What a request on a pooled connection the server has just closed fails with.
+STALE_CONNECTION_ERRORS: Final = (httpx.RemoteProtocolError, httpx.ReadError)
 # A collection is walked at most this many pages: a `next` link that loops must end.
 MAX_PAGES: Final = 500
 _TIMEOUT_S: Final = 30.0
@@ -122,9 +123,14 @@ class RestAdapter:
         self.http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(_TIMEOUT_S),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
+            # A pooled connection idle for longer than the server keeps it open (gunicorn: 2 s,
+            # uvicorn: 5 s) is closed under the client's feet: reuse only while surely fresh.
+            limits=httpx.Limits(
+                max_connections=256, max_keepalive_connections=256, keepalive_expiry=1.0
+            ),
         )
         self._signups = asyncio.Semaphore(description.users.signup_concurrency)
+        self.retried = 0  # GETs sent again after the server dropped a reused connection
 
     def url(self, service: str, path: str) -> str:
         try:
@@ -178,7 +184,15 @@ class RestAdapter:
     async def _send(
         self, method: str, url: str, body: Any = None, headers: Mapping[str, str] | None = None
     ) -> Answer:
-        response = await self.http.request(method, url, json=body, headers=headers)
+        try:
+            response = await self.http.request(method, url, json=body, headers=headers)
+        except STALE_CONNECTION_ERRORS:
+            if method != "GET":
+                raise  # a write may have reached the app: never sent twice
+            # The server closed a pooled connection as it was reused; what a browser does,
+            # once, on a fresh connection. An app that drops every request still fails.
+            self.retried += 1
+            response = await self.http.request(method, url, json=body, headers=headers)
         try:
             parsed = response.json() if response.content else None
         except ValueError:
@@ -204,7 +218,7 @@ def _password() -> str:
 
 
 class RestUserSession:
-    """One logged-in user: resource actions with their token, every answer kept."""
+    """One logged-in user: resource actions with their token, each returning its answers."""
 
     def __init__(self, adapter: RestAdapter, *, user_id: str, username: str, token: str) -> None:
         self.adapter = adapter
@@ -212,7 +226,6 @@ class RestUserSession:
         self.username = username
         self.email = username
         self.token = token
-        self.answers: list[Answer] = []
 
     @property
     def headers(self) -> dict[str, str]:
@@ -222,9 +235,7 @@ class RestUserSession:
         """Nothing to release: the HTTP client is the adapter's."""
 
     async def request(self, method: str, url: str, body: Any = None) -> Answer:
-        answer = await self.adapter._send(method, url, body, self.headers)
-        self.answers.append(answer)
-        return answer
+        return await self.adapter._send(method, url, body, self.headers)
 
     def _route(self, resource: Resource, template: str, **ids: str) -> str:
         path = template

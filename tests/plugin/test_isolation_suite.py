@@ -1,4 +1,4 @@
-"""The isolation suite itself (tests/isolation), run against in-memory users: it can only
+"""The isolation suite's agent scenario itself, run against in-memory users: it can only
 pass when its probes were answered and its database check ran."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pytest_apex.exitstatus import INCONCLUSIVE_EXIT
 from tests.conftest import ROOT
 from tests.plugin.conftest import ApexPytester
 
-SUITE = ROOT / "tests" / "isolation" / "test_isolation.py"
+SUITE = ROOT / "pytest_apex" / "suites" / "test_isolation.py"
 USERS = 4
 
 # The suite's adapter layers replaced by a FakeWorld; the database is never there.
@@ -43,6 +43,8 @@ def run_suite(apex: ApexPytester, **flags: Any) -> tuple[pytest.RunResult, dict[
     apex.conftest(FAKE_LAYERS.format(flags=flags, users=USERS))
     apex.pytester.makepyfile(test_isolation=SUITE.read_text(encoding="utf-8"))
     result = apex.run(
+        "-k",
+        "never_see_each_others_data",  # the agent scenario; the REST one has its own tests
         "-o",
         "asyncio_mode=auto",
         "--apex-threshold",
