@@ -1,0 +1,187 @@
+"""The adapter for the reference Apex stack (fixtures/stack): dev login, REST threads, /ws runs.
+
+Logging in and the REST resources come from the stack's app description through the
+zero-code REST adapter; this adapter adds what no description can say: agent runs streamed
+over the stack's WebSocket, and the raw-token socket exchange the health suite probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from pytest_apex.adapters.base import AgentRun
+from pytest_apex.adapters.rest import AdapterError, Answer, RestAdapter, RestUserSession
+from pytest_apex.app import AppDescription
+from pytest_apex.reference import reference_description
+
+TERMINAL_EVENTS = frozenset({"agent_completed", "agent_error"})
+# How a client presents its token to /ws: the `jwt.<base64url>` subprotocol (what browsers
+# can send) or an Authorization header (what other clients send).
+SOCKET_TOKEN_TRANSPORTS: tuple[str, ...] = ("subprotocol", "header")
+
+
+def jwt_subprotocol(token: str) -> str:
+    """The `jwt.<base64url token>` WebSocket subprotocol the backend accepts."""
+    return "jwt." + base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+def ws_url(http_url: str) -> str:
+    return http_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/ws"
+
+
+def _token_presented(token: str, transport: str) -> dict[str, Any]:
+    """`websockets.connect` arguments that present `token` the `transport` way."""
+    if transport == "subprotocol":
+        return {"subprotocols": [websockets.Subprotocol(jwt_subprotocol(token))]}
+    if transport == "header":
+        return {"additional_headers": {"Authorization": f"Bearer {token}"}}
+    raise ValueError(f"unknown token transport {transport!r}; known: {SOCKET_TOKEN_TRANSPORTS}")
+
+
+def from_description(description: AppDescription, endpoints: Mapping[str, str]) -> ApexAdapter:
+    """The adapter factory the reference stack's description names (``adapter = ...``)."""
+    return ApexAdapter(endpoints, description=description)
+
+
+class ApexAdapter(RestAdapter):
+    """Logs users in through auth and acts for them on the backend."""
+
+    def __init__(
+        self,
+        endpoints: Mapping[str, str],
+        *,
+        description: AppDescription | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        missing = {"auth", "backend"} - set(endpoints)
+        if missing:
+            raise ValueError(
+                f"the Apex adapter needs the endpoints {sorted(missing)}; got {sorted(endpoints)}"
+            )
+        super().__init__(description or reference_description(), endpoints, transport=transport)
+        self.auth_url = self.endpoints["auth"]
+        self.backend_url = self.endpoints["backend"]
+
+    async def login(self, username: str) -> ApexUserSession:
+        session = await super().login(username)
+        return ApexUserSession(self, session.user_id, session.username, session.token)
+
+    socket_token_transports = SOCKET_TOKEN_TRANSPORTS
+
+    async def exchange_over_socket(self, token: str, transport: str, timeout_s: float) -> None:
+        """`RawTokenSocket`: open /ws with `token`, `ping`, return on the `pong`."""
+        async with asyncio.timeout(timeout_s):
+            async with websockets.connect(
+                ws_url(self.backend_url), open_timeout=None, **_token_presented(token, transport)
+            ) as ws:
+                message_id = str(uuid.uuid4())
+                await ws.send(json.dumps({"type": "ping", "payload": {}, "message_id": message_id}))
+                while json.loads(await ws.recv()).get("type") != "pong":
+                    pass  # heartbeats and other chatter before the answer
+
+
+def _ok(answer: Answer) -> Any:
+    """The JSON body of a 2xx answer; anything else raises, saying what came back."""
+    if not answer.ok:
+        raise AdapterError(f"{answer.describe()}: {answer.text[:200]}")
+    return answer.body
+
+
+class ApexUserSession(RestUserSession):
+    """One logged-in user: REST calls with their token, agent runs on their own socket."""
+
+    adapter: ApexAdapter
+
+    def __init__(self, adapter: ApexAdapter, user_id: str, email: str, token: str) -> None:
+        super().__init__(adapter, user_id=user_id, username=email, token=token)
+        self._ws: ClientConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def create_thread(self, title: str) -> dict[str, Any]:
+        answer = await self.request(
+            "POST", f"{self.adapter.backend_url}/api/threads", {"title": title}
+        )
+        return dict(_ok(answer))
+
+    async def list_threads(self) -> list[dict[str, Any]]:
+        answer = await self.request("GET", f"{self.adapter.backend_url}/api/threads")
+        return list(_ok(answer))
+
+    async def get_thread(self, thread_id: str) -> tuple[int, dict[str, Any]]:
+        answer = await self.request("GET", f"{self.adapter.backend_url}/api/threads/{thread_id}")
+        return answer.status, answer.body if isinstance(answer.body, dict) else {}
+
+    async def connect(self) -> ClientConnection:
+        if self._ws is None:
+            self._ws = await websockets.connect(
+                ws_url(self.adapter.backend_url),
+                subprotocols=[websockets.Subprotocol(jwt_subprotocol(self.token))],
+                open_timeout=30,
+                max_size=2**20,
+            )
+        return self._ws
+
+    async def run_agent(self, thread_id: str, user_request: str, timeout: float) -> AgentRun:
+        """Start a run and collect its events until the terminal one (or the deadline)."""
+        async with self._lock:  # one run at a time per session keeps attribution exact
+            ws = await self.connect()
+            message_id = str(uuid.uuid4())
+            started = time.monotonic()
+            deadline = started + timeout
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "start_agent",
+                        "payload": {"user_request": user_request, "thread_id": thread_id},
+                        "message_id": message_id,
+                    }
+                )
+            )
+            run = AgentRun(run_id="", thread_id=thread_id, user_request=user_request)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), remaining)
+                except TimeoutError:
+                    break
+                message = json.loads(raw)
+                kind = message.get("type")
+                if kind == "run_accepted" and message.get("message_id") == message_id:
+                    run.run_id = message.get("run_id", "")
+                    continue
+                if kind in ("heartbeat", "pong", "run_accepted"):
+                    continue
+                if kind == "error":
+                    run.events.append(message)
+                    break
+                mine = (
+                    message.get("run_id") == run.run_id
+                    and (message.get("payload") or {}).get("user_id") == self.user_id
+                )
+                if not mine:
+                    run.foreign.append(message)
+                    continue
+                if not run.events:
+                    run.first_event_seconds = time.monotonic() - started
+                run.events.append(message)
+                if kind in TERMINAL_EVENTS:
+                    break
+            run.seconds = time.monotonic() - started
+            return run
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None

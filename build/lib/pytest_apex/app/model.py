@@ -1,0 +1,269 @@
+"""The app description: what the suites need to know about an app, as plain values.
+
+One description replaces every assumption the suites would otherwise make about the app
+under test: which services exist and what they are for, where they answer health and in
+which format, which routes need a token, how users log in, which resources they own, and
+what the app can do at all. The reference stack's description (`pytest_apex/reference/`)
+is one instance; a team writes its own in ``pyproject.toml`` or ``apex.toml``.
+
+Nothing here does I/O: `pytest_apex.app.loading` reads and validates a description,
+engines and suites only read these objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+Role = Literal["api", "auth", "frontend", "database", "cache", "job"]
+ROLES: Final[tuple[Role, ...]] = ("api", "auth", "frontend", "database", "cache", "job")
+
+# How a health route says "healthy": an `application/health+json` body with status
+# pass/warn, any 2xx answer, or a JSON field with an expected value.
+HealthFormat = Literal["health+json", "any-2xx", "json-field"]
+HEALTH_FORMATS: Final[tuple[HealthFormat, ...]] = ("health+json", "any-2xx", "json-field")
+
+PaginationStyle = Literal["none", "page", "offset", "cursor"]
+PAGINATION_STYLES: Final[tuple[PaginationStyle, ...]] = ("none", "page", "offset", "cursor")
+
+JsonValue = str | int | float | bool | None
+
+
+def _frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class HealthRoute:
+    """One health route and how to read its answer.
+
+    `dependencies` are the components a readiness answer must report (the `component` part
+    of health+json check keys, e.g. ``postgres`` for ``postgres:responseTime``); only a
+    health+json answer names its dependencies, so other formats must leave it empty.
+    """
+
+    path: str
+    format: HealthFormat = "any-2xx"
+    field: str = ""  # json-field: dotted path of the field, e.g. "status" or "checks.db"
+    expect: JsonValue = True  # json-field: the value that means healthy
+    dependencies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MetricsRoute:
+    """A Prometheus text route and the series other suites read from it."""
+
+    path: str = "/metrics"
+    series: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PromisedSetting:
+    """A setting the running service must report: where in its config answer, which value."""
+
+    name: str
+    at: str  # dotted path in the config route's JSON answer
+    expect: str | int | float | bool
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class ConfigRoute:
+    """A route where the running service reports the configuration it uses, and the promises
+    to check there (read from the live process, never from the files that configured it)."""
+
+    path: str
+    settings: tuple[PromisedSetting, ...] = ()
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service of the app: its role, where it listens, and the routes the suites probe.
+
+    `port` is the container port a compose target publishes (None for an external target or
+    a service nobody reaches, such as a one-shot job); `scheme` is the URL scheme of that
+    address. Routes left unset are capabilities the service does not have: checks that need
+    them are skipped with the reason, never failed and never passed vacuously.
+    """
+
+    name: str
+    role: Role
+    port: int | None = None
+    scheme: str = "http"
+    liveness: HealthRoute | None = None
+    readiness: HealthRoute | None = None
+    protected_routes: tuple[str, ...] = ()  # GET routes that need a bearer token
+    websocket: str = ""  # path of the WebSocket route ("" when there is none)
+    config: ConfigRoute | None = None  # where it reports the configuration in effect
+    metrics: MetricsRoute | None = None
+    security_headers: bool = True  # whether its HTTP answers must carry security headers
+    # A data store's own settings, as it reports them (Redis: CONFIG GET), e.g. maxmemory.
+    settings: Mapping[str, str | int | float | bool] = field(default_factory=_frozen)
+
+    @property
+    def health_paths(self) -> tuple[str, ...]:
+        """Every health path, liveness first, without repeats."""
+        routes = (self.liveness, self.readiness)
+        return tuple(dict.fromkeys(r.path for r in routes if r is not None))
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """Where the token signing key is found, for checks that must forge a valid token.
+
+    `env` names the variable in `service`'s environment (compose targets reveal it); an
+    external target may give it with ``--apex-threshold``-style settings later. Without a
+    key, such checks are inconclusive rather than signed with a key the app does not use.
+    """
+
+    service: str
+    env: str
+
+
+@dataclass(frozen=True)
+class Login:
+    """How a user logs in over REST: the route, the body, where the token is in the answer.
+
+    Body values are templates: ``{username}``, ``{password}`` and ``{email}`` are filled per
+    user. `token_field` and `user_id_field` are dotted paths into the JSON answer; an empty
+    `user_id_field` takes the user id from the token's ``sub`` claim.
+    """
+
+    service: str
+    path: str
+    body: Mapping[str, str] = field(default_factory=_frozen)
+    token_field: str = "access_token"
+    user_id_field: str = ""
+
+
+@dataclass(frozen=True)
+class Signup:
+    """How a user account is created before the first login (omitted: login creates it)."""
+
+    service: str
+    path: str
+    body: Mapping[str, str] = field(default_factory=_frozen)
+
+
+@dataclass(frozen=True)
+class Users:
+    """How the suites make their users: names the app accepts, and how fast to sign up.
+
+    ``{index}``, ``{run}`` and ``{domain}`` fill `username`; many apps reject reserved or
+    unknown e-mail domains, and some take no e-mail at all, so both are the app's choice.
+    `signup_concurrency` bounds sign-ups in flight (an app's own rate limit must not turn
+    setup into the thing under test).
+    """
+
+    username: str = "user{index}-{run}@{domain}"
+    domain: str = "example.test"
+    signup_concurrency: int = 50
+
+
+@dataclass(frozen=True)
+class Auth:
+    """The app's authentication as the suites exercise it."""
+
+    login: Login
+    signup: Signup | None = None
+    algorithm: str = "HS256"  # the JWT algorithm the app signs its access tokens with
+    signing_key: SigningKey | None = None
+
+
+@dataclass(frozen=True)
+class Pagination:
+    """How a collection pages: by page number, by offset, or by a cursor/next link.
+
+    `items_field` is where the items are in a page's JSON (empty: the answer is a list);
+    `next_field` holds the next page's URL or cursor (empty when the app gives none).
+    """
+
+    style: PaginationStyle = "none"
+    page_param: str = "page"
+    size_param: str = "per_page"
+    offset_param: str = "offset"
+    cursor_param: str = "cursor"
+    items_field: str = ""
+    next_field: str = ""
+    total_field: str = ""
+    max_size: int = 0  # the largest page size the app serves (0: unknown)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Something users own, reached over REST: where its collection and items live.
+
+    Routes are templates: ``{id}`` is the item's id, ``{parent_id}`` the id of the resource
+    a sub-resource belongs to. `create` is the JSON body that creates one; string values
+    may hold ``{canary}``, which the isolation suite replaces with the owner's canary.
+    `owner_field` names the field that carries the owner's user id ("" when items do not
+    say who owns them).
+    """
+
+    name: str
+    service: str
+    collection: str
+    item: str = ""
+    id_field: str = "id"
+    owner_field: str = ""
+    create: Mapping[str, Any] = field(default_factory=_frozen)
+    update: Mapping[str, Any] = field(default_factory=_frozen)
+    update_method: Literal["PATCH", "PUT"] = "PATCH"
+    pagination: Pagination = field(default_factory=Pagination)
+    sub_resources: tuple[Resource, ...] = ()
+
+
+@dataclass(frozen=True)
+class Database:
+    """The app's database as the suites read it (never write it)."""
+
+    service: str
+    schema_objects: frozenset[str] = frozenset()
+    violations_query: str = ""  # a query whose rows are isolation violations ("" when none)
+    user_env: str = "POSTGRES_USER"
+    password_env: str = "POSTGRES_PASSWORD"
+    database_env: str = "POSTGRES_DB"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the app can do at all; what it cannot is skipped with a reason, not failed."""
+
+    agent_runs: bool = False  # runs an agent over a WebSocket and streams its events
+
+
+@dataclass(frozen=True)
+class FaultSwitches:
+    """The app's own fault switches, if it has any: for proving that a suite has teeth."""
+
+    env: str
+    known: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AppDescription:
+    """Everything the suites know about the app under test."""
+
+    name: str
+    services: Mapping[str, Service]
+    auth: Auth | None = None
+    users: Users = field(default_factory=Users)
+    resources: tuple[Resource, ...] = ()
+    database: Database | None = None
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    faults: FaultSwitches | None = None
+    adapter: str = "rest"  # "rest", or "module:factory" building the app's own adapter
+    cors_origin: str = ""  # the one origin the app's CORS policy lets in ("" when unknown)
+    source: str = ""  # where it was read from, for messages
+
+    def with_role(self, role: Role) -> list[Service]:
+        return [s for s in self.services.values() if s.role == role]
+
+    @property
+    def port_schemes(self) -> Mapping[int, str]:
+        """Container port -> URL scheme, for a compose target's published addresses."""
+        return MappingProxyType(
+            {s.port: s.scheme for s in self.services.values() if s.port and s.scheme != "http"}
+        )

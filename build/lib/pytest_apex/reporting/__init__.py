@@ -1,0 +1,1 @@
+"""Renderers of the verdict: JSON report, terminal table, Allure output, and redaction."""

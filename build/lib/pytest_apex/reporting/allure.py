@@ -1,0 +1,306 @@
+"""Allure output: criterion steps, suite epics, environment, categories, redacted attachments.
+
+Criteria reach Allure through the plugin's own hooks (`AllureCriteria`): each one is a step
+(passed, failed, or broken when it could not be judged), and a test that ended inconclusive
+gets the status ``unknown`` instead of allure-pytest's ``skipped``, so nothing unproven
+reads as passed. allure-pytest writes test results but no ``environment.properties`` or
+``categories.json``; this module writes them once per run, from the controller, so xdist
+workers never race on them. Everything attached goes through `redact` first. All of it is a
+no-op unless ``--alluredir`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final
+from uuid import uuid4
+
+import allure
+import allure_commons
+import pytest
+from allure_commons.model2 import Status
+from allure_commons.types import AttachmentType
+
+from pytest_apex.criteria import Criterion, format_number
+from pytest_apex.redaction import redact
+from pytest_apex.targets.base import Target
+
+ENVIRONMENT_FILE: Final = "environment.properties"
+CATEGORIES_FILE: Final = "categories.json"
+# The label that marks a test which ended inconclusive (also shown in the report).
+OUTCOME_LABEL: Final = "apex.outcome"
+INCONCLUSIVE: Final = "inconclusive"
+
+# Allure assigns a failed or broken result to the first category whose regex matches its
+# message. Full-match-safe patterns (``[\s\S]*`` instead of ``.*``) work with both Allure 2
+# (Java ``String.matches``) and Allure 3, across multi-line messages. The messages matched
+# are `Criterion.message` (``AssertionError: load p95 2.41 s >= 2.00 s ...``) and the target's
+# start errors (``stack failure: ...``, StackStartError, DockerUnavailable).
+_CRITERION = r"AssertionError: (?:{suites}) \S+ [\s\S]*"
+CATEGORIES: Final[tuple[dict[str, Any], ...]] = (
+    {
+        "name": "Isolation breach",
+        "messageRegex": _CRITERION.format(suites="isolation")
+        + r"|[\s\S]*\b(?:cross-user|isolation breach|leaked to)[\s\S]*",
+        "matchedStatuses": ["failed"],
+    },
+    {
+        "name": "SLO breach",
+        "messageRegex": _CRITERION.format(suites="health|load|rollback|soak"),
+        "matchedStatuses": ["failed"],
+    },
+    {
+        "name": "Stack failure",
+        "messageRegex": r"[\s\S]*(?:stack failure|StackStartError|DockerUnavailable"
+        r"|did not become healthy|is unhealthy)[\s\S]*",
+        "matchedStatuses": ["failed", "broken"],
+    },
+    {
+        "name": "Inconclusive",
+        "matchedStatuses": ["unknown"],
+    },
+    {
+        "name": "Test defect",
+        "matchedStatuses": ["broken"],
+    },
+)
+
+
+def results_dir(config: pytest.Config) -> Path | None:
+    """The ``--alluredir`` directory, or None when Allure output is off (or not installed)."""
+    value = getattr(config.option, "allure_report_dir", None)
+    return Path(os.path.abspath(value)) if value else None
+
+
+def _listening() -> bool:
+    # True only while allure-pytest's listener is registered, i.e. with --alluredir.
+    return bool(allure_commons.plugin_manager.hook.start_step.get_hookimpls())
+
+
+# --- during tests ---------------------------------------------------------------------------
+
+
+class CriterionInconclusive(Exception):
+    """What an inconclusive criterion's step stops with: neither an assertion (failed) nor a
+    skip (skipped), so allure-commons gives it the status ``broken``."""
+
+
+def criterion_step(criterion: Criterion) -> None:
+    """Record a criterion as one Allure step, with observed and threshold as parameters.
+
+    The step is failed when the criterion failed, whether or not the test then asserts, so
+    the report shows every breach even for `record`-only criteria; it is broken when the
+    criterion could not be judged, with the reason.
+    """
+    if not _listening():
+        return
+    unit = f" {criterion.unit}" if criterion.unit else ""
+    params = {
+        "observed": f"{format_number(criterion.observed)}{unit}",
+        "threshold": f"{criterion.op} {format_number(criterion.threshold)}{unit}",
+    }
+    if criterion.stage:
+        params["stage"] = criterion.stage.describe()
+    hook = allure_commons.plugin_manager.hook
+    uuid = uuid4()
+    hook.start_step(uuid=uuid, title=criterion.message, params=params)
+    error: Exception | None = None
+    if criterion.failed:
+        error = AssertionError(criterion.message)
+    elif criterion.outcome == "inconclusive":
+        error = CriterionInconclusive(criterion.message)
+    hook.stop_step(
+        uuid=uuid,
+        title=criterion.message,
+        exc_type=type(error) if error else None,
+        exc_val=error,
+        exc_tb=None,
+    )
+
+
+def mark_inconclusive() -> None:
+    """Label the current test as inconclusive (`InconclusiveStatus` turns that into a status)."""
+    if _listening():
+        allure.dynamic.label(OUTCOME_LABEL, INCONCLUSIVE)
+
+
+class AllureCriteria:
+    """The plugin's hooks rendered as Allure: a step per criterion, inconclusive tests marked.
+
+    Registered (as a pytest plugin) in every process that writes results, with --alluredir.
+    """
+
+    def pytest_apex_criterion_recorded(
+        self, criterion: Criterion, item: pytest.Item | None
+    ) -> None:
+        criterion_step(criterion)
+
+    def pytest_apex_test_inconclusive(self, item: pytest.Item, reason: str) -> None:
+        mark_inconclusive()
+
+
+class InconclusiveStatus:
+    """An allure-commons plugin: a test labelled inconclusive is written as ``unknown``.
+
+    allure-pytest reports an `Inconclusive` (a skip) as skipped, and a skip after recording
+    criteria too; neither may read as a plain skip of a test that did not apply.
+    """
+
+    @allure_commons.hookimpl
+    def report_result(self, result: Any) -> None:
+        if any(
+            label.name == OUTCOME_LABEL and label.value == INCONCLUSIVE
+            for label in result.labels or ()
+        ):
+            result.status = Status.UNKNOWN
+
+
+def epic_marker(suite: str) -> pytest.MarkDecorator:
+    """The marker allure-pytest reads as an epic label (what ``@allure.epic(suite)`` adds)."""
+    return pytest.mark.allure_label(suite, label_type="epic")
+
+
+def has_epic(item: pytest.Item) -> bool:
+    return any(m.kwargs.get("label_type") == "epic" for m in item.iter_markers("allure_label"))
+
+
+def attach_text(name: str, text: str) -> None:
+    """Attach text to the current test (or step), credentials redacted."""
+    if _listening():
+        allure.attach(redact(text), name=name, attachment_type=AttachmentType.TEXT)
+
+
+def attach_service_logs(
+    target: Target, services: Iterable[str] | None = None, tail: int = 200
+) -> None:
+    """Attach the last `tail` log lines of each service of `target` (all by default)."""
+    if not _listening():
+        return
+    if services is not None:
+        names = list(services)
+    else:
+        try:
+            names = [c.service for c in target.containers()]
+        except Exception as exc:  # a Docker that cannot answer must not crash the report hook
+            attach_text("service logs", f"<services unavailable: {exc}>")
+            return
+    for service in names:
+        try:
+            text = target.logs(service, tail=tail)
+        except Exception as exc:  # a dying stack must not hide the test's own failure
+            text = f"<logs unavailable: {exc}>"
+        if text:
+            attach_text(f"{service} logs (last {tail} lines)", text)
+
+
+class ResultRedactor:
+    """An allure-commons plugin that redacts each result just before it is written.
+
+    Failure messages and traces come straight from the exception (``excinfo.exconly()``), so
+    redacting pytest's report is not enough: a token in an assertion message would reach
+    ``*-result.json``. Registered in every process that writes results (xdist workers too).
+    """
+
+    @allure_commons.hookimpl(tryfirst=True)
+    def report_result(self, result: Any) -> None:
+        _redact_executable(result)
+
+    @allure_commons.hookimpl(tryfirst=True)
+    def report_container(self, container: Any) -> None:
+        for fixture in [*container.befores, *container.afters]:
+            _redact_executable(fixture)
+
+
+def _redact_executable(item: Any) -> None:
+    details = item.statusDetails
+    if details is not None:
+        details.message = redact(details.message) if details.message else details.message
+        details.trace = redact(details.trace) if details.trace else details.trace
+    for parameter in item.parameters or ():
+        if isinstance(parameter.value, str):
+            parameter.value = redact(parameter.value)
+    for step in item.steps or ():
+        step.name = redact(step.name) if isinstance(step.name, str) else step.name
+        _redact_executable(step)
+
+
+def install(config: pytest.Config) -> None:
+    """Render criteria into, and redact, every Allure result this process writes, until the
+    config is cleaned up."""
+    config.pluginmanager.register(AllureCriteria(), "apex-allure")
+    for plugin in (ResultRedactor(), InconclusiveStatus()):
+        allure_commons.plugin_manager.register(plugin)
+        config.add_cleanup(lambda plugin=plugin: allure_commons.plugin_manager.unregister(plugin))
+
+
+# --- at the end of the run (controller only) ------------------------------------------------
+
+
+def git_commit(cwd: Path) -> str:
+    """The commit under test: from CI's variables, else ``git rev-parse``, else "unknown"."""
+    for var in ("GITHUB_SHA", "CI_COMMIT_SHA", "GIT_COMMIT", "BUILD_VCS_NUMBER"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def environment(
+    *, profile: str, target: Mapping[str, str], commit: str, faults: Iterable[str] = ()
+) -> dict[str, str]:
+    """The properties Allure shows on its overview page."""
+    properties = {
+        "profile": profile,
+        "git.commit": commit,
+        "python": platform.python_version(),
+        "pytest": pytest.__version__,
+    }
+    faults = list(faults)
+    if faults:
+        properties["apex.faults"] = ",".join(faults)
+    properties.update(target)  # "target", "image.<service>", ... from the target session
+    return properties
+
+
+def _escape_property(text: str, *, key: bool = False) -> str:
+    # Java .properties escaping: backslash, line breaks, and (in keys) separators.
+    text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    if key:
+        for char in " =:#!":
+            text = text.replace(char, "\\" + char)
+    return text
+
+
+def write_environment(directory: Path, properties: Mapping[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"{_escape_property(k, key=True)}={_escape_property(redact(str(v)))}"
+        for k, v in sorted(properties.items())
+    ]
+    path = directory / ENVIRONMENT_FILE
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_categories(directory: Path) -> Path:
+    """Write the categories, keeping (ahead of ours) any a user put there under other names."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CATEGORIES_FILE
+    ours = {c["name"] for c in CATEGORIES}
+    try:
+        existing = json.loads(path.read_text(encoding="utf-8"))
+        kept = [c for c in existing if isinstance(c, dict) and c.get("name") not in ours]
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        kept = []
+    path.write_text(json.dumps([*kept, *CATEGORIES], indent=2) + "\n", encoding="utf-8")
+    return path

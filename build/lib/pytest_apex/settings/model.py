@@ -1,0 +1,56 @@
+"""`ApexSettings`: everything the plugin was told, resolved and checked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final, Literal
+
+import pytest
+
+from pytest_apex.app import AppDescription
+from pytest_apex.reference import reference_description
+from pytest_apex.settings.thresholds import DEFAULT_PROFILE, Thresholds
+
+DEFAULT_REPORT: Final = ".apex/report.json"
+
+InconclusivePolicy = Literal["fail", "pass"]
+INCONCLUSIVE_POLICIES: Final[tuple[InconclusivePolicy, ...]] = ("fail", "pass")
+
+
+@dataclass(frozen=True)
+class ApexSettings:
+    """Everything the plugin was told, resolved and checked. Built once per process."""
+
+    profile: str = DEFAULT_PROFILE
+    stack: Path | None = None  # compose file; None when no stack is configured
+    urls: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    keep: bool = False
+    reuse: bool = False
+    report: Path = Path(DEFAULT_REPORT)
+    thresholds: Thresholds = field(default_factory=Thresholds.defaults)
+    faults: tuple[str, ...] = ()
+    # What an inconclusive verdict does to the exit status: "fail" keeps a required CI check
+    # red when nothing was proven (`pytest_apex.exitstatus`).
+    inconclusive: InconclusivePolicy = "fail"
+    rootdir: Path = Path()
+    app: AppDescription = field(default_factory=reference_description)
+
+    @property
+    def is_external(self) -> bool:
+        """True when the suites test already-deployed URLs instead of a compose stack."""
+        return bool(self.urls)
+
+    @property
+    def target_label(self) -> str:
+        """A short description of the configured target, before anything is started."""
+        if self.is_external:
+            return "external"
+        if self.stack is not None:
+            return f"compose:{self.stack}"
+        return "none"
+
+
+settings_key = pytest.StashKey[ApexSettings]()

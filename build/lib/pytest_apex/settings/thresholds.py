@@ -1,0 +1,344 @@
+"""The thresholds catalogue: every known threshold, its kind, unit, defaults and comparison.
+
+Names are an interface: suites and users' ini files refer to them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final, Literal
+
+from pytest_apex.criteria import Op
+
+PROFILES: Final[tuple[str, ...]] = ("ci", "staging")
+DEFAULT_PROFILE: Final = "ci"
+
+Kind = Literal["ratio", "seconds", "number", "count", "stages"]
+ThresholdValue = float | int | tuple[int, ...]
+
+_KIND_EXPECTED: Final[Mapping[str, str]] = {
+    "ratio": "a ratio from 0 to 1, e.g. 0.999 or 99.9%",
+    "seconds": "a duration in seconds >= 0, e.g. 2.0, 500ms, 30m, 1h",
+    "number": "a number >= 0, e.g. 1024",
+    "count": "a whole number >= 0, e.g. 150",
+    "stages": "comma-separated whole numbers > 0, e.g. 10,25,50,100,150",
+}
+
+_DURATION_UNITS: Final[Mapping[str, float]] = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(ms|s|min|m|h|d)?\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class ThresholdSpec:
+    """A known threshold: its kind, unit, per-profile default and how observations compare.
+
+    `op` is the comparison an observation must satisfy (``p95 < p95_s_max``); it is None for
+    settings that shape a run rather than judge it (stage lists, durations).
+    """
+
+    name: str
+    kind: Kind
+    unit: str
+    default: ThresholdValue
+    staging: ThresholdValue | None = None  # None: the same as the ci default
+    op: Op | None = None
+    criterion: str = ""  # the criterion name used by `check_threshold`
+    help: str = ""
+
+    def default_for(self, profile: str) -> ThresholdValue:
+        if profile == "staging" and self.staging is not None:
+            return self.staging
+        return self.default
+
+    @property
+    def expected(self) -> str:
+        return _KIND_EXPECTED[self.kind]
+
+    def parse(self, text: str) -> ThresholdValue:
+        """Parse a CLI/ini value; raises ValueError when it is not of this threshold's kind."""
+        text = text.strip()
+        if self.kind == "stages":
+            parts = [p.strip() for p in text.split(",") if p.strip()]
+            if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+                raise ValueError(text)
+            return tuple(int(p) for p in parts)
+        if self.kind == "count":
+            if not text.isdigit():
+                raise ValueError(text)
+            return int(text)
+        if self.kind == "seconds":
+            match = _DURATION.match(text)
+            if not match:
+                raise ValueError(text)
+            value = float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "s").lower()]
+        elif self.kind == "ratio" and text.endswith("%"):
+            value = _finite_float(text[:-1]) / 100
+        else:
+            value = _finite_float(text)
+        if value < 0 or (self.kind == "ratio" and value > 1):
+            raise ValueError(text)
+        return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)  # ValueError for "fast"
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+# The report's success criteria (reference §3) and post-rollback alert thresholds (§2). Names
+# are an interface: suites and users' ini files refer to them.
+_SPECS: Final[tuple[ThresholdSpec, ...]] = (
+    ThresholdSpec(
+        "availability_min",
+        "ratio",
+        "",
+        0.999,
+        op=">",
+        criterion="availability",
+        help="share of health probes answered OK (report: > 99.9 %)",
+    ),
+    ThresholdSpec(
+        "p95_s_max",
+        "seconds",
+        "s",
+        2.0,
+        op="<",
+        criterion="p95",
+        help="95th percentile response time (report: P95 < 2 s)",
+    ),
+    ThresholdSpec(
+        "error_rate_max",
+        "ratio",
+        "",
+        0.01,
+        op="<",
+        criterion="error_rate",
+        help="share of failed requests, sustained (report: < 1 %)",
+    ),
+    ThresholdSpec(
+        "concurrent_users_min",
+        "count",
+        "users",
+        150,
+        op=">=",
+        criterion="concurrent_users",
+        help="users served at once (report: 150+)",
+    ),
+    ThresholdSpec(
+        "isolation_breaches_max",
+        "count",
+        "",
+        0,
+        op="<=",
+        criterion="isolation_breaches",
+        help="cross-user leaks seen (report: 100 % isolation)",
+    ),
+    ThresholdSpec(
+        "memory_variance_max",
+        "ratio",
+        "",
+        0.05,
+        op="<",
+        criterion="memory_variance",
+        help="relative memory variance over the soak (report: < 5 % over 24 h)",
+    ),
+    ThresholdSpec(
+        "memory_slope_kb_per_h_max",
+        "number",
+        "KB/h",
+        1024.0,
+        op="<=",
+        criterion="memory_slope",
+        help="least-squares memory growth after warm-up (leak gate)",
+    ),
+    ThresholdSpec(
+        "success_rate_min",
+        "ratio",
+        "",
+        0.95,
+        op=">",
+        criterion="success_rate",
+        help="share of successful requests at every load stage (report: > 95 %)",
+    ),
+    ThresholdSpec(
+        "avg_response_s_max",
+        "seconds",
+        "s",
+        3.0,
+        op="<",
+        criterion="avg_response",
+        help="mean response time at every load stage (report: < 3 s)",
+    ),
+    ThresholdSpec(
+        "health_response_s_max",
+        "seconds",
+        "s",
+        0.5,
+        op="<=",
+        criterion="health_response",
+        help="time to answer a health endpoint",
+    ),
+    ThresholdSpec(
+        "load_stages",
+        "stages",
+        "users",
+        (10, 25, 50, 100, 150),
+        help="concurrent users at each load stage",
+    ),
+    ThresholdSpec(
+        "stage_duration_s",
+        "seconds",
+        "s",
+        20.0,
+        staging=3600.0,
+        help="how long each load stage runs (staging: 1 h)",
+    ),
+    ThresholdSpec(
+        "soak_duration_s",
+        "seconds",
+        "s",
+        60.0,
+        staging=86400.0,
+        help="how long the soak runs (staging: 24 h)",
+    ),
+    ThresholdSpec(
+        "load_interval_s",
+        "seconds",
+        "s",
+        0.0,
+        staging=21600.0,
+        help="pause between repeated load runs; 0 runs once (staging: every 6 h)",
+    ),
+    ThresholdSpec(
+        "rollback_p95_s_max",
+        "seconds",
+        "s",
+        3.0,
+        op="<=",
+        criterion="p95",
+        help="post-rollback p95 alert threshold",
+    ),
+    ThresholdSpec(
+        "rollback_error_rate_max",
+        "ratio",
+        "",
+        0.02,
+        op="<=",
+        criterion="error_rate",
+        help="post-rollback error-rate alert threshold",
+    ),
+    ThresholdSpec(
+        "rollback_memory_ratio_max",
+        "ratio",
+        "",
+        0.75,
+        op="<=",
+        criterion="memory_ratio",
+        help="post-rollback memory use / limit alert threshold",
+    ),
+    ThresholdSpec(
+        "rollback_connections_max",
+        "count",
+        "connections",
+        200,
+        op="<=",
+        criterion="connections",
+        help="post-rollback active connections alert threshold",
+    ),
+)
+THRESHOLDS: Final[Mapping[str, ThresholdSpec]] = MappingProxyType({s.name: s for s in _SPECS})
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+class Thresholds(Mapping[str, ThresholdValue]):
+    """The thresholds in effect: profile defaults with overrides applied. Read-only.
+
+    Index it like a mapping, or use the typed accessors, which also catch a suite asking for a
+    number where the threshold is a stage list.
+    """
+
+    def __init__(
+        self,
+        values: Mapping[str, ThresholdValue],
+        *,
+        profile: str = DEFAULT_PROFILE,
+        overridden: Iterable[str] = (),
+    ) -> None:
+        unknown = set(values) - set(THRESHOLDS)
+        if unknown:
+            raise KeyError(f"unknown thresholds: {', '.join(sorted(unknown))}")
+        self._values: Mapping[str, ThresholdValue] = MappingProxyType(
+            {name: values.get(name, spec.default_for(profile)) for name, spec in THRESHOLDS.items()}
+        )
+        self.profile = profile
+        self.overridden: frozenset[str] = frozenset(overridden)
+
+    @classmethod
+    def defaults(cls, profile: str = DEFAULT_PROFILE) -> Thresholds:
+        return cls({}, profile=profile)
+
+    def __getitem__(self, name: str) -> ThresholdValue:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise KeyError(
+                f"unknown threshold {name!r}{did_you_mean(name, self._values)}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Thresholds(profile={self.profile!r}, overridden={sorted(self.overridden)})"
+
+    def spec(self, name: str) -> ThresholdSpec:
+        self[name]  # raises the helpful KeyError for unknown names
+        return THRESHOLDS[name]
+
+    def number(self, name: str) -> float:
+        """Any scalar threshold as a float (ratios, seconds, counts)."""
+        value = self[name]
+        if isinstance(value, tuple):
+            raise TypeError(f"threshold {name!r} is a list, not a number")
+        return float(value)
+
+    def seconds(self, name: str) -> float:
+        if self.spec(name).kind != "seconds":
+            raise TypeError(f"threshold {name!r} is not a duration")
+        return self.number(name)
+
+    def integer(self, name: str) -> int:
+        value = self[name]
+        if not isinstance(value, int):
+            raise TypeError(f"threshold {name!r} is not a whole number")
+        return value
+
+    def stages(self, name: str = "load_stages") -> tuple[int, ...]:
+        value = self[name]
+        if not isinstance(value, tuple):
+            raise TypeError(f"threshold {name!r} is not a stage list")
+        return value
+
+    def to_json(self) -> dict[str, float | int | list[int]]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._values.items()}
