@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 from pytest_apex._stash import target_session_key
-from pytest_apex.adapters.base import AgentRun, AppAdapter, UserSession
+from pytest_apex.adapters.base import AgentRun, AgentSession, AppAdapter, UserSession
 from pytest_apex.adapters.factory import adapter_for, username_for
 from pytest_apex.adapters.rest import AdapterError
 from pytest_apex.app import AppDescription
@@ -138,7 +138,7 @@ async def apex_adapter(
 
 UserMaker = Callable[[int], Awaitable[UserSession]]
 UserFactory = Callable[[int], Awaitable[list[UserSession]]]
-AgentRunner = Callable[[UserSession, str, str, float], Awaitable[AgentRun]]
+AgentRunner = Callable[[AgentSession, str, str, float], Awaitable[AgentRun]]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -232,7 +232,7 @@ def apex_run_agent() -> AgentRunner:
     app (another channel, extra steps) without writing a whole adapter.
     """
 
-    async def run(session: UserSession, thread_id: str, text: str, timeout: float) -> AgentRun:
+    async def run(session: AgentSession, thread_id: str, text: str, timeout: float) -> AgentRun:
         return await session.run_agent(thread_id, text, timeout)
 
     return run

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
+from pytest_apex.adapters.base import ResourceSession
 from pytest_apex.app.model import Resource
 from pytest_apex.isolation.canary import CanaryBook
 from pytest_apex.isolation.identities import IdentityBook, Sighting
@@ -49,23 +50,6 @@ class Answered(Protocol):
 
     @property
     def refused(self) -> bool: ...
-
-
-class ResourceUser(Protocol):
-    """A logged-in user acting on resources (`RestUserSession` fits)."""
-
-    user_id: str
-    username: str
-
-    async def create(self, name: str, values: dict[str, str], parent_id: str = "") -> Any: ...
-
-    async def read(self, name: str, item_id: str) -> Any: ...
-
-    async def update(self, name: str, item_id: str, values: dict[str, str]) -> Any: ...
-
-    async def list_all(
-        self, name: str, parent_id: str = "", page_size: int | None = None
-    ) -> tuple[list[Any], list[Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -156,13 +140,13 @@ class RestScenarioResult:
         )
 
 
-MakeUser = Callable[[int], Awaitable[ResourceUser]]
+MakeUser = Callable[[int], Awaitable[ResourceSession]]
 
 
 @dataclass
 class _User:
     index: int
-    session: ResourceUser
+    session: ResourceSession
     canary: str
     items: dict[str, list[str]] = field(default_factory=dict)  # resource -> own item ids
     # sub-resource -> (parent id, parent resource) of each of its items, in `items` order

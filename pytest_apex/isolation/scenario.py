@@ -21,12 +21,12 @@ from typing import Final
 
 from hdrh.histogram import HdrHistogram
 
-from pytest_apex.adapters.base import AgentRun, UserSession
+from pytest_apex.adapters.base import AgentRun, AgentSession
 from pytest_apex.isolation.accounting import Ledger
 from pytest_apex.isolation.canary import CanaryBook
 
-MakeUsers = Callable[[int], Awaitable[Sequence[UserSession]]]
-RunAgent = Callable[[UserSession, str, str, float], Awaitable[AgentRun]]
+MakeUsers = Callable[[int], Awaitable[Sequence[AgentSession]]]
+RunAgent = Callable[[AgentSession, str, str, float], Awaitable[AgentRun]]
 
 _HISTOGRAM_MAX_MS: Final = 3_600_000  # one hour: longer than any bounded run
 
