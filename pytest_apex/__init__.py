@@ -12,8 +12,8 @@ from pytest_apex.settings import ApexSettings, Thresholds
 from pytest_apex.targets.base import ContainerInfo, Target
 
 __all__ = [
-    "AppDescription",
     "ApexSettings",
+    "AppDescription",
     "ContainerInfo",
     "CriteriaRecorder",
     "Criterion",
