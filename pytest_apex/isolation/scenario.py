@@ -25,7 +25,8 @@ from pytest_apex.adapters.base import AgentRun, AgentSession
 from pytest_apex.isolation.accounting import Ledger
 from pytest_apex.isolation.canary import CanaryBook
 
-MakeUsers = Callable[[int], Awaitable[Sequence[AgentSession]]]
+# n -> n sessions, or the exception that stopped each one that could not log in.
+MakeUsers = Callable[[int], Awaitable[Sequence[AgentSession | BaseException]]]
 RunAgent = Callable[[AgentSession, str, str, float], Awaitable[AgentRun]]
 
 _HISTOGRAM_MAX_MS: Final = 3_600_000  # one hour: longer than any bounded run
@@ -119,13 +120,23 @@ async def run_isolation_scenario(
     spec: ScenarioSpec, make_users: MakeUsers, run_agent: RunAgent
 ) -> ScenarioResult:
     started = time.monotonic()
-    sessions = list(await asyncio.wait_for(make_users(spec.users), spec.setup_timeout_s))
+    made = list(await asyncio.wait_for(make_users(spec.users), spec.setup_timeout_s))
+    # A user the app failed to sign up or log in is counted, with an example, and the run
+    # goes on with the others: one failed sign-up must not lose everybody's verdict.
+    sessions = [s for s in made if not isinstance(s, BaseException)]
+    failed = [s for s in made if isinstance(s, BaseException)]
+    notes: list[str] = []
+    if failed:
+        example = failed[0]
+        notes.append(
+            f"{len(failed)} of {len(made)} users could not log in, e.g. "
+            f"{type(example).__name__}: {example}"
+        )
     book = CanaryBook()
     ledger = Ledger(book)
     for index, session in enumerate(sessions):
         book.issue(index)
         ledger.add_user(index, session.user_id, f"user{index} <{session.email}>")
-    notes: list[str] = []
     thread_of: dict[int, str] = {}
 
     async def set_up(index: int) -> None:

@@ -213,3 +213,20 @@ def test_a_probe_cut_off_by_the_deadline_counts_as_unanswered(ledger: Ledger) ->
         "1 of 2 probes unanswered: 1 still running at the deadline"
     )
     assert ledger.probe_summary("thread_lists") == ""
+
+
+def test_a_user_the_app_failed_to_log_in_is_counted_and_the_others_run() -> None:
+    world = FakeWorld(5)
+
+    async def make_users(count: int) -> list[Any]:
+        made: list[Any] = list(await world.make_users(count))
+        made[2] = RuntimeError("sign-up answered 500: database is locked")
+        return made
+
+    spec = ScenarioSpec(users=5, runs_per_user=1, probes_per_user=1)
+    result = asyncio.run(run_isolation_scenario(spec, make_users, world.run_agent))
+    assert result.simultaneous == 4
+    assert result.runs_completed == 4
+    assert any(
+        "1 of 5 users could not log in" in n and "database is locked" in n for n in result.notes
+    )

@@ -26,8 +26,11 @@ def fake_world():
     return FakeWorld({users}, **WORLD_FLAGS)
 
 @pytest.fixture
-def apex_users(fake_world):
-    return fake_world.make_users
+def apex_new_user(fake_world):
+    async def make(index):
+        return fake_world.sessions[index]
+
+    return make
 
 @pytest.fixture
 def apex_run_agent(fake_world):
