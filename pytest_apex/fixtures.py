@@ -215,15 +215,6 @@ def _environment_or_fail(target: Target, service: str) -> dict[str, str]:
     pytest.fail(f"cannot read the configuration of {target.name}: {error}", pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def apex_redis_url(apex_endpoints: dict[str, str]) -> str:
-    """The stack's Redis URL (the `redis` endpoint)."""
-    url = apex_endpoints.get("redis")
-    if not url:
-        pytest.skip("no redis endpoint (give --apex-url redis=redis://...)")
-    return url
-
-
 @pytest.fixture
 def apex_run_agent() -> AgentRunner:
     """The agent-run action: `await apex_run_agent(user, thread_id, text, timeout)`.

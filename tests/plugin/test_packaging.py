@@ -1,33 +1,31 @@
-"""What the wheel ships beside the code: the JSON report's schema, a contract for CI."""
+"""What the wheel ships beside the code: the schemas (contracts for CI and for teams'
+descriptions), the reference stack's description, and the suites themselves."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
+from tests.wheel import build_wheel
+
+SHIPPED = (
+    "pytest_apex/report.schema.json",
+    "pytest_apex/app/description.schema.json",
+    "pytest_apex/reference/app.toml",
+    "pytest_apex/suites/test_health.py",
+    "pytest_apex/suites/test_isolation.py",
+)
 
 
-def test_the_report_schema_ships_in_the_wheel(tmp_path: Path) -> None:
-    # Built from a copy, so the build leaves nothing in the working tree.
-    source = tmp_path / "src"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    shutil.copytree(
-        ROOT / "pytest_apex", source / "pytest_apex", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-    subprocess.run(
-        [*pip_wheel, "-w", str(tmp_path / "dist"), str(source)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    [wheel] = (tmp_path / "dist").glob("pytest_apex-*.whl")
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.mark.parametrize("path", SHIPPED)
+def test_the_wheel_ships(wheel: Path, path: str) -> None:
     with zipfile.ZipFile(wheel) as archive:
-        shipped = archive.read("pytest_apex/report.schema.json")
-    assert shipped == (ROOT / "pytest_apex" / "report.schema.json").read_bytes()
+        assert archive.read(path) == (ROOT / path).read_bytes()

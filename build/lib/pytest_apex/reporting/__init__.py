@@ -1,1 +1,0 @@
-"""Renderers of the verdict: JSON report, terminal table, Allure output, and redaction."""
