@@ -73,6 +73,8 @@ class FakeSession:
         self.world["peak"] = max(self.world["peak"], self.world["running"])
         await asyncio.sleep(0)  # let the others start: all runs overlap
         run = run_of(f"run-{user_request[-6:]}", self.user_id, user_request)
+        if self.world.get("silent"):  # the socket never carries a single event
+            run.events = []
         if self.world.get("broadcast"):  # every run's first event reaches every socket
             for other in self.world["sessions"]:
                 if other is not self:

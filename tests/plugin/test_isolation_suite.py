@@ -120,3 +120,11 @@ def test_a_breach_seen_fails_even_with_probes_unanswered(apex: ApexPytester) -> 
     access = criteria["cross_user_thread_access"]
     assert (access["observed"], access["outcome"]) == (6, "fail")  # half of the 12 probes
     assert criteria["thread_access_probes_answered"]["observed"] == 6
+
+
+def test_no_event_ever_received_leaves_cross_user_events_unproven(apex: ApexPytester) -> None:
+    result, criteria = run_suite(apex, silent=True)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # runs_completed fails
+    events = criteria["cross_user_events"]
+    assert (events["observed"], events["outcome"]) == (0, "inconclusive")
+    assert events["reason"] == "no user received any event of its own runs"
