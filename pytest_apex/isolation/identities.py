@@ -45,8 +45,10 @@ class Sighting:
     where: str  # JSON path or "text"
 
     def describe(self) -> str:
-        shown = self.value if self.kind != "canary" else self.value[: len(CANARY_PREFIX) + 6] + "…"
-        return f"{self.kind} {shown} at {self.where}"
+        # A canary is never repeated in a message (a report must not hand it on); naming
+        # whose it was says all a reader needs.
+        shown = "their canary" if self.kind == "canary" else f"{self.kind} {self.value}"
+        return f"{shown} at {self.where}"
 
 
 def _is_id_key(key: str, id_keys: frozenset[str]) -> bool:

@@ -121,14 +121,19 @@ class RestScenarioResult:
         return Counter(b.channel for b in self.breaches)
 
     def describe_breaches(self, channels: Sequence[str], examples: int = EXAMPLES) -> str:
+        """``"12 breaches: 7 users saw data of 9 others, e.g. user3 saw data of user9 (...)"``."""
         chosen = [b for b in self.breaches if b.channel in channels]
+        if not chosen:
+            return ""
+        viewers, owners = len({b.viewer for b in chosen}), len({b.owner for b in chosen})
+        summary = f"{len(chosen)} breaches: {viewers} users saw data of {owners} others, e.g. "
 
         def name(index: int | None) -> str:
             return (
                 "a user outside this run" if index is None else self.labels.get(index, str(index))
             )
 
-        return "; ".join(
+        return summary + "; ".join(
             f"{name(b.viewer)} saw data of {name(b.owner)} ({b.channel}: {b.detail})"
             for b in chosen[:examples]
         )

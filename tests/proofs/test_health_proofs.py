@@ -125,8 +125,8 @@ def test_health_suite_fails_on_weak_jwt_naming_the_token_and_each_route(
     assert outcomes(report)["jwt_genuine.ws_accepted"] == "pass"  # the controls held
     result.stdout.fnmatch_lines(
         [
-            f"*health jwt_{kind}.rest_rejected 0 != 2: auth /auth/me: *: 200; "
-            "backend /api/threads: *: 200*",
+            f"*health jwt_{kind}.rest_rejected 0 != 2: backend /api/threads: *: 200; "
+            "auth /auth/me: *: 200*",
             f"*health jwt_{kind}.ws_rejected 0 != 2: websocket: subprotocol: accepted*",
         ]
     )

@@ -29,6 +29,13 @@ CRITERIA: Final = frozenset(
         "thread_access_probes_answered",
         "runs_completed",
         "isolation_violations.rows",
+        # The REST scenario over the described resources (threads and their messages).
+        "own_items_listed",
+        "own_items_read",
+        "cross_user_listings",
+        "cross_user_reads",
+        "resource_probes_answered",
+        "cross_user_resource_access",
     }
 )
 
@@ -68,8 +75,15 @@ def test_isolation_suite_passes_on_the_clean_stack(
             {"runs_completed"},
         ),
         ("broadcast_events", {"cross_user_events"}, set()),
-        ("unscoped_cache", {"cross_user_thread_lists"}, set()),
-        ("idor", {"cross_user_thread_access"}, set()),
+        # The REST scenario sees both bugs on its own too: a list cached for whoever asked
+        # first shows other users' threads (and hides the viewer's own), an id read
+        # without its owner check serves another user's thread.
+        (
+            "unscoped_cache",
+            {"cross_user_thread_lists", "cross_user_listings"},
+            {"own_items_listed"},
+        ),
+        ("idor", {"cross_user_thread_access", "cross_user_resource_access"}, set()),
     ],
 )
 def test_isolation_suite_fails_on_each_isolation_fault_naming_its_criterion(
