@@ -1,0 +1,48 @@
+"""`pytest -m <suite>` collects the suites the plugin ships, in any project, each test once."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_apex.suites.collection import SUITES_DIR, suite_files
+from tests.plugin.conftest import ApexPytester
+
+
+def test_the_marker_expression_names_the_suites_to_add() -> None:
+    assert suite_files("health", ("health", "isolation")) == [SUITES_DIR / "test_health.py"]
+    assert suite_files("health or isolation", ("health", "isolation")) == [
+        SUITES_DIR / "test_health.py",
+        SUITES_DIR / "test_isolation.py",
+    ]
+    assert suite_files("", ("health",)) == []
+    assert suite_files("healthy", ("health",)) == []  # a word, not a substring
+
+
+def _collect(apex: ApexPytester, *args: str) -> pytest.RunResult:
+    return apex.run(*args, "--co", "-q", "--apex-url=api=http://127.0.0.1:9")
+
+
+def _collected(result: pytest.RunResult) -> list[str]:
+    return [line for line in result.stdout.lines if "::test_" in line]
+
+
+def test_without_a_suite_marker_a_project_collects_only_its_own_tests(apex: ApexPytester) -> None:
+    # An empty project selecting a suite collects the shipped one: that runs end to end,
+    # from the built wheel, in tests/notes/test_as_a_new_project.py.
+    apex.pytester.makepyfile(test_mine="def test_mine():\n    pass\n")
+    assert _collected(_collect(apex)) == ["test_mine.py::test_mine"]
+
+
+def test_a_project_that_collects_the_suite_itself_runs_each_test_once(apex: ApexPytester) -> None:
+    apex.pytester.makepyfile(
+        test_health_here="from pytest_apex.suites.test_health import *  # noqa: F403\n"
+    )
+    result = _collect(apex, "-m", "health")
+    collected = _collected(result)
+    names = [line.split("::", 1)[1] for line in collected]
+    assert len(names) == len(set(names)), collected
+    assert all(line.startswith("test_health_here.py::") for line in collected), collected
+    # The shipped copy was collected too, and dropped: one deselected for each kept.
+    result.stdout.fnmatch_lines(
+        [f"{len(names)}/{2 * len(names)} tests collected ({len(names)} deselected)*"]
+    )
