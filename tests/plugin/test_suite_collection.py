@@ -26,11 +26,13 @@ def _collected(result: pytest.RunResult) -> list[str]:
     return [line for line in result.stdout.lines if "::test_" in line]
 
 
-def test_without_a_suite_marker_a_project_collects_only_its_own_tests(apex: ApexPytester) -> None:
-    # An empty project selecting a suite collects the shipped one: that runs end to end,
-    # from the built wheel, in tests/notes/test_as_a_new_project.py.
+def test_a_project_selecting_a_suite_collects_the_shipped_one(apex: ApexPytester) -> None:
+    # End to end, from the built wheel: tests/notes/test_as_a_new_project.py.
     apex.pytester.makepyfile(test_mine="def test_mine():\n    pass\n")
-    assert _collected(_collect(apex)) == ["test_mine.py::test_mine"]
+    collected = _collected(_collect(apex, "-m", "health"))
+    assert any("test_every_service_is_live" in line for line in collected), collected
+    assert not any("test_mine" in line for line in collected)
+    assert _collected(_collect(apex)) == ["test_mine.py::test_mine"]  # no marker: none added
 
 
 def test_a_project_that_collects_the_suite_itself_runs_each_test_once(apex: ApexPytester) -> None:
