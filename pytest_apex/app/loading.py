@@ -184,6 +184,10 @@ def _cross_reference_problems(data: Mapping[str, Any]) -> list[str]:
         must_name_service(f"resources.{name}.service", resource["service"])
     if "database" in data:
         must_name_service("database.service", data["database"]["service"])
+    faults = data.get("faults") or {}
+    for name in faults.get("files", {}):
+        if name not in faults.get("known", ()):
+            problems.append(f"faults.files.{name}: not one of the known faults (faults.known)")
     if (data.get("capabilities") or {}).get("agent_runs") and not any(
         s.get("websocket") for s in services.values()
     ):
@@ -311,6 +315,10 @@ def _build(data: Mapping[str, Any], source: str) -> AppDescription:
         cors_origin=data.get("cors_origin", ""),
         faults=None
         if faults is None
-        else FaultSwitches(faults["env"], tuple(faults.get("known", ()))),
+        else FaultSwitches(
+            faults["env"],
+            tuple(faults.get("known", ())),
+            MappingProxyType(dict(faults.get("files", {}))),
+        ),
         source=source,
     )

@@ -240,6 +240,9 @@ class FaultSwitches:
 
     env: str
     known: tuple[str, ...] = ()
+    # Fault -> compose override file (relative to the compose file) for a fault that is a
+    # container property rather than code, such as a service running as root.
+    files: Mapping[str, str] = field(default_factory=_frozen)
 
 
 @dataclass(frozen=True)

@@ -270,6 +270,12 @@ class TargetSession:
         # shell must not switch a fault on behind the run's back.
         env = {app.faults.env: ",".join(self.settings.faults)} if app.faults else {}
         labels = self.state_dir / _LABELS_FILE
+        overrides = [labels] if project == self.project and labels.is_file() else []
+        # A fault that is a container property comes with its own override file.
+        files = app.faults.files if app.faults else {}
+        overrides += [
+            self.settings.stack.parent / files[f] for f in self.settings.faults if f in files
+        ]
         return ComposeTarget(
             self.settings.stack,
             project,
@@ -277,7 +283,7 @@ class TargetSession:
             runner=self.runner,
             progress=self.progress,
             port_schemes=app.port_schemes,
-            override_files=[labels] if project == self.project and labels.is_file() else [],
+            override_files=overrides,
         )
 
     def _start(self) -> RunState:

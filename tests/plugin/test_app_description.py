@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from pytest_apex.app import DescriptionError, find_description, load_description
-from pytest_apex.reference import KNOWN_FAULTS, PORT_SCHEMES, reference_description
+from pytest_apex.reference import (
+    CONTAINER_FAULTS,
+    KNOWN_FAULTS,
+    PORT_SCHEMES,
+    reference_description,
+)
 
 MINIMAL: dict[str, Any] = {"name": "notes", "services": {"api": {"role": "api"}}}
 
@@ -27,6 +32,7 @@ def test_the_reference_description_reproduces_the_reference_stack() -> None:
     assert description.faults is not None
     # The fault names the plugin validates --apex-faults against are the description's own.
     assert description.faults.known == KNOWN_FAULTS
+    assert tuple(description.faults.files) == CONTAINER_FAULTS
     assert description.port_schemes == PORT_SCHEMES
     backend = description.services["backend"]
     assert backend.readiness is not None

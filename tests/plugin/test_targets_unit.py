@@ -755,6 +755,17 @@ def test_the_fault_switches_reach_compose(
     assert runner.envs[up_index]["APEX_FAULTS"] == "slow_redis,leak"
 
 
+def test_a_container_fault_brings_its_override_file(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    # root_user is a container property: the description names the file that applies it.
+    runner = FakeDocker(HEALTHY)
+    controller(compose_file, runner, faults=("root_user",)).acquire()
+    [up] = runner.ran("compose", "up")
+    assert str(compose_file.parent / "faults" / "root_user.yml") in up
+    assert runner.envs[runner.calls.index(up)]["APEX_FAULTS"] == "root_user"
+
+
 def test_finish_removes_containers_that_outlive_down(
     compose_file: Path, state_root: Path, sigterm_restored: None
 ) -> None:
