@@ -108,9 +108,9 @@ class ApexUserSession(RestUserSession):
         self._lock = asyncio.Lock()
 
     async def create_thread(self, title: str) -> dict[str, Any]:
-        answer = await self.request(
-            "POST", f"{self.adapter.backend_url}/api/threads", {"title": title}
-        )
+        url = f"{self.adapter.backend_url}/api/threads"
+        # A test user's thread: resent once if the connection dropped (a duplicate is theirs).
+        answer = await self.request("POST", url, {"title": title}, resend=True)
         return dict(_ok(answer))
 
     async def list_threads(self) -> list[dict[str, Any]]:

@@ -67,7 +67,9 @@ class UserSession(Protocol):
 class ResourceSession(UserSession, Protocol):
     """A user acting on the resources the description names (REST isolation)."""
 
-    async def create(self, name: str, values: Mapping[str, str], parent_id: str = "") -> Any: ...
+    async def create(
+        self, name: str, values: Mapping[str, str], parent_id: str = "", *, resend: bool = False
+    ) -> Any: ...
 
     async def read(self, name: str, item_id: str) -> Any: ...
 

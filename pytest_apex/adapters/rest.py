@@ -130,7 +130,7 @@ class RestAdapter:
             ),
         )
         self._signups = asyncio.Semaphore(description.users.signup_concurrency)
-        self.retried = 0  # GETs sent again after the server dropped a reused connection
+        self.retried = 0  # requests sent again after the server dropped their connection
 
     def url(self, service: str, path: str) -> str:
         try:
@@ -152,8 +152,11 @@ class RestAdapter:
                     "POST",
                     self.url(auth.signup.service, auth.signup.path),
                     _fill(dict(auth.signup.body), values),
+                    resend=True,
                 )
-                if not answer.ok:
+                # 409: the account exists (a resent sign-up's first copy made it, say); the
+                # login below, with this password, tells whether it is this user's.
+                if not answer.ok and answer.status != 409:
                     raise AdapterError(
                         f"sign-up of {username}: {answer.describe()}: {answer.text[:200]}"
                     )
@@ -161,6 +164,7 @@ class RestAdapter:
                 "POST",
                 self.url(auth.login.service, auth.login.path),
                 _fill(dict(auth.login.body), values),
+                resend=True,  # logging in again is harmless
             )
         if not answer.ok:
             raise AdapterError(f"login of {username}: {answer.describe()}: {answer.text[:200]}")
@@ -182,12 +186,21 @@ class RestAdapter:
         return RestUserSession(self, user_id=user_id, username=username, token=token)
 
     async def _send(
-        self, method: str, url: str, body: Any = None, headers: Mapping[str, str] | None = None
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        resend: bool = False,
     ) -> Answer:
+        """One request. A GET whose connection the server dropped is sent once more; a write
+        only when the caller says a second copy is harmless (`resend`: setting a test user
+        up, where a duplicate item is still that user's own)."""
         try:
             response = await self.http.request(method, url, json=body, headers=headers)
         except STALE_CONNECTION_ERRORS:
-            if method != "GET":
+            if method != "GET" and not resend:
                 raise  # a write may have reached the app: never sent twice
             # The server closed a pooled connection as it was reused; what a browser does,
             # once, on a fresh connection. An app that drops every request still fails.
@@ -234,8 +247,10 @@ class RestUserSession:
     async def close(self) -> None:
         """Nothing to release: the HTTP client is the adapter's."""
 
-    async def request(self, method: str, url: str, body: Any = None) -> Answer:
-        return await self.adapter._send(method, url, body, self.headers)
+    async def request(
+        self, method: str, url: str, body: Any = None, *, resend: bool = False
+    ) -> Answer:
+        return await self.adapter._send(method, url, body, self.headers, resend=resend)
 
     def _route(self, resource: Resource, template: str, **ids: str) -> str:
         path = template
@@ -243,11 +258,15 @@ class RestUserSession:
             path = path.replace("{" + name + "}", value)
         return self.adapter.url(resource.service, path)
 
-    async def create(self, name: str, values: Mapping[str, str], parent_id: str = "") -> Answer:
-        """Create one `name` resource from its description's body, filled with `values`."""
+    async def create(
+        self, name: str, values: Mapping[str, str], parent_id: str = "", *, resend: bool = False
+    ) -> Answer:
+        """Create one `name` resource from its description's body, filled with `values`
+        (`resend`: once more if the server dropped the connection; see `RestAdapter._send`)."""
         resource = self.adapter.resource(name)
         url = self._route(resource, resource.collection, parent_id=parent_id)
-        return await self.request("POST", url, _fill(dict(resource.create), values))
+        body = _fill(dict(resource.create), values)
+        return await self.request("POST", url, body, resend=resend)
 
     async def read(self, name: str, item_id: str) -> Answer:
         resource = self.adapter.resource(name)

@@ -218,8 +218,10 @@ class _Run:
     ) -> None:
         for k in range(self.spec.items_per_resource):
             marker = f"{user.canary} {plan.name} {k}"
+            # Setup may resend a create whose connection dropped: a duplicate is still the
+            # user's own item (the listing control counts only the ids it got back).
             answer = await user.session.create(
-                plan.name, {"canary": marker}, parent_id=parent[0] if parent else ""
+                plan.name, {"canary": marker}, parent_id=parent[0] if parent else "", resend=True
             )
             if not answer.ok:
                 raise RuntimeError(

@@ -221,3 +221,26 @@ async def test_a_get_on_a_connection_the_server_dropped_is_sent_once_more_never_
         await session.create("notebooks", {"canary": "c"})  # a write is never sent twice
     assert dropped == ["GET", "POST"]
     await adapter.aclose()
+
+
+async def test_setting_a_user_up_resends_a_dropped_create_and_sign_up() -> None:
+    app = FakeNotes(_by_page)
+    dropped: list[str] = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        # Each route's first request: the server resets the connection after the app acted.
+        key = f"{request.method} {request.url.path}"
+        if key not in dropped:
+            dropped.append(key)
+            app(request)  # it reached the app: the account or notebook exists
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return app(request)
+
+    adapter = RestAdapter(_description(PAGE_STYLE), ENDPOINTS, transport=httpx.MockTransport(flaky))
+    session = await adapter.login("erin")  # the sign-up and the login, each sent twice
+    created = await session.create("notebooks", {"canary": "c"}, resend=True)
+    assert created.status == 201
+    items, _pages = await session.list_all("notebooks")
+    assert len(items) == 2  # the duplicate is the user's own
+    assert adapter.retried == 4  # sign-up, login, create, list
+    await adapter.aclose()
