@@ -36,7 +36,10 @@ def apex_token_key_source(apex_app: AppDescription) -> SigningKeySource | None:
 
 @pytest.fixture(scope="session")
 def health_http() -> Iterator[httpx.Client]:
-    # One keep-alive client for the whole suite: health response times then measure the
-    # service, not a fresh TCP handshake per probe.
-    with httpx.Client(timeout=httpx.Timeout(10.0)) as client:
+    # One keep-alive client for the whole suite: back-to-back probes then measure the
+    # service, not a fresh TCP handshake each. A connection idle for more than a second is
+    # not reused: servers close idle ones early (gunicorn after 2 s), and a probe on one the
+    # server has just dropped would read as the service not answering.
+    limits = httpx.Limits(keepalive_expiry=1.0)
+    with httpx.Client(timeout=httpx.Timeout(10.0), limits=limits) as client:
         yield client

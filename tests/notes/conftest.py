@@ -36,7 +36,9 @@ def notes_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotesStack
 
 @pytest.fixture(scope="session")
 def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30.0) as client:
+    # No keep-alive: gunicorn closes an idle connection after 2 s, and a test that waits on
+    # a stopped service longer than that would reuse a connection the server has dropped.
+    with httpx.Client(timeout=30.0, limits=httpx.Limits(max_keepalive_connections=0)) as client:
         yield client
 
 
