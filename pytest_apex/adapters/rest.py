@@ -22,6 +22,7 @@ from urllib.parse import urljoin
 import httpx
 
 from pytest_apex.app.model import AppDescription, Pagination, Resource
+from pytest_apex.jsonpath import dig
 
 # Statuses that count as a refusal of another user's resource: not found (the usual way to
 # hide existence), forbidden, unauthorised. A 5xx is not a refusal: it answered nothing.
@@ -57,19 +58,6 @@ class Answer:
 
     def describe(self) -> str:
         return f"{self.method} {self.url} answered {self.status}"
-
-
-def dig(body: Any, path: str) -> Any:
-    """The value at a dotted `path` of a JSON body (None when any step is missing)."""
-    value = body
-    for key in path.split(".") if path else ():
-        if isinstance(value, Mapping) and key in value:
-            value = value[key]
-        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
-            value = value[int(key)]
-        else:
-            return None
-    return value
 
 
 def _fill(template: Any, values: Mapping[str, str]) -> Any:

@@ -13,18 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_apex.app.model import PromisedSetting
+from pytest_apex.jsonpath import dig
 
 Setting = float | int | bool | str
-
-
-def dig(body: Any, path: str) -> Any:
-    """The value at a dotted `path` of a JSON body (None when any step is missing)."""
-    value = body
-    for key in path.split("."):
-        if not isinstance(value, Mapping) or key not in value:
-            return None
-        value = value[key]
-    return value
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from pytest_apex.app.model import HealthRoute
+from pytest_apex.jsonpath import dig
 
 HEALTH_MEDIA_TYPE = "application/health+json"
 VALID_STATUSES = frozenset({"pass", "warn", "fail"})
@@ -52,7 +52,7 @@ class HealthProbe:
             case "health+json":
                 return self.ok
             case "json-field":
-                return bool(route.field) and _dig(self.body, route.field) == route.expect
+                return bool(route.field) and dig(self.body, route.field) == route.expect
             case _:
                 return True
 
@@ -201,12 +201,3 @@ class ResponseTime:
         if not slowest.answered:
             return f"{slowest.url}: {slowest.error}"
         return f"slowest was {slowest.url} ({len(self.probes)} probes)"
-
-
-def _dig(body: Any, path: str) -> Any:
-    value = body
-    for key in path.split("."):
-        if not isinstance(value, Mapping) or key not in value:
-            return None
-        value = value[key]
-    return value
