@@ -8,11 +8,12 @@ an origin), so a refactor cannot quietly turn a failure into a pass.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import httpx
 import pytest
 
-from pytest_apex.app.model import PromisedSetting
+from pytest_apex.app.model import HealthRoute, PromisedSetting
 from pytest_apex.health.config import compare_in_effect, compare_settings
 from pytest_apex.health.http_posture import CorsAnswer, foreign_origins, security_header_problems
 from pytest_apex.health.metrics import MetricsUnreadable, missing_series
@@ -235,3 +236,23 @@ def test_a_service_that_answers_after_refusing_is_timed_until_its_answer() -> No
     assert answer.answered
     assert answer.ok
     assert answer.seconds >= 0.1  # two retry pauses of 50 ms
+
+
+@pytest.mark.parametrize(
+    ("route", "status", "body", "healthy"),
+    [
+        (HealthRoute("/h", "any-2xx"), 204, {}, True),
+        (HealthRoute("/h", "any-2xx"), 503, {}, False),
+        (HealthRoute("/h", "json-field", field="ok", expect=True), 200, {"ok": True}, True),
+        (HealthRoute("/h", "json-field", field="ok", expect=True), 200, {"ok": False}, False),
+        (HealthRoute("/h", "json-field", field="checks.db", expect="up"), 200, {}, False),
+        (HealthRoute("/h", "json-field", field="ok", expect=True), 500, {"ok": True}, False),
+        (HealthRoute("/h", "health+json"), 200, {"status": "warn"}, True),
+        (HealthRoute("/h", "health+json"), 200, {"status": "fail"}, False),
+    ],
+)
+def test_a_health_answer_is_judged_in_its_described_format(
+    route: HealthRoute, status: int, body: dict[str, Any], healthy: bool
+) -> None:
+    probe = HealthProbe("http://svc/h", status, "application/json", 0.01, body)
+    assert probe.healthy(route) is healthy
