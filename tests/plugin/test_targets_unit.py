@@ -782,11 +782,11 @@ def test_finish_removes_containers_that_outlive_down(
     assert "-f" not in downs[1]  # the second one by project name only
 
 
-def test_finish_never_raises_and_says_how_to_clean_up(
-    compose_file: Path, state_root: Path, sigterm_restored: None
-) -> None:
+def _finish_with_the_engine_gone(compose_file: Path, said: str) -> tuple[TargetSession, Lines]:
+    """A started session whose engine raises `said` at teardown, finished."""
+
     def engine_gone(args: list[str]) -> Response:
-        raise DockerUnavailable("the engine went away")
+        raise DockerUnavailable(said)
 
     runner = FakeDocker(HEALTHY)
     progress = Lines()
@@ -794,6 +794,13 @@ def test_finish_never_raises_and_says_how_to_clean_up(
     session.acquire()
     runner.on("compose", "down", do=engine_gone)
     session.finish()
+    return session, progress
+
+
+def test_finish_never_raises_and_says_how_to_clean_up(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    session, progress = _finish_with_the_engine_gone(compose_file, "the engine went away")
     assert "the engine went away" in progress.text
     assert f"docker compose -p {session.project} down --volumes" in progress.text
 
@@ -1389,15 +1396,9 @@ def test_recreate_waits_with_a_wait_timeout(compose_file: Path) -> None:
 def test_progress_lines_are_redacted(
     compose_file: Path, state_root: Path, sigterm_restored: None
 ) -> None:
-    def engine_gone(args: list[str]) -> Response:
-        raise DockerUnavailable("engine gone while running: POSTGRES_PASSWORD=hunter2")
-
-    runner = FakeDocker(HEALTHY)
-    progress = Lines()
-    session = controller(compose_file, runner, progress)
-    session.acquire()
-    runner.on("compose", "down", do=engine_gone)
-    session.finish()
+    _session, progress = _finish_with_the_engine_gone(
+        compose_file, "engine gone while running: POSTGRES_PASSWORD=hunter2"
+    )
     assert "POSTGRES_PASSWORD=[REDACTED]" in progress.text
     assert "hunter2" not in progress.text
 
