@@ -106,6 +106,14 @@ def add_options(parser: pytest.Parser) -> None:
         "string",
         metavar="fail|pass",
     )
+    option(
+        "--apex-seed",
+        "apex_seed",
+        "seed of the suites' random choices (which users pair up, cancel, reconnect); "
+        "default: a new seed per run, printed and reported so the run can be repeated",
+        "string",
+        metavar="N",
+    )
 
 
 def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
@@ -125,6 +133,7 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         faults=option.apex_faults,
         app=option.apex_app,
         inconclusive=option.apex_inconclusive,
+        seed=option.apex_seed,
     )
     ini_value: Callable[[str], Any] = config.getini
     ini = RawOptions(
@@ -140,5 +149,6 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         faults=ini_value("apex_faults") or None,
         app=ini_value("apex_app") or None,
         inconclusive=ini_value("apex_inconclusive") or None,
+        seed=ini_value("apex_seed") or None,
     )
     return resolve(cli, ini, rootdir=config.rootpath, project_dir=ini_base, environ=os.environ)
