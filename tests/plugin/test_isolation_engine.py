@@ -31,7 +31,8 @@ def test_canaries_are_unique_per_user_and_item_and_name_their_owner_when_truncat
     book = CanaryBook()
     alice, bob = book.issue(0), book.issue(1)
     thread = book.item(0, "thread")
-    assert CANARY_PATTERN.fullmatch(alice) and CANARY_PATTERN.fullmatch(thread)
+    assert CANARY_PATTERN.fullmatch(alice)
+    assert CANARY_PATTERN.fullmatch(thread)
     assert len({alice, bob, thread}) == 3
     assert thread[:19] == alice[:19]  # the user part comes first: previews keep it
     assert book.owner_of(thread[:19]) == 0
@@ -115,10 +116,13 @@ def test_the_scan_names_viewer_owner_channel_frame_and_phase() -> None:
     )
     result = inbox.scan(book)
     assert result.checked == {"socket": 2, "rest": 1}
-    assert len(result.leaks) == 1 and result.late_leaks == result.leaks
+    assert len(result.leaks) == 1
+    assert result.late_leaks == result.leaks
     words = result.leaks[0].describe({0: "user0", 1: "user1"})
     assert "user0 received data of user1" in words
-    assert "socket 1, frame 2" in words and "run_summary" in words and "drain" in words
+    assert "socket 1, frame 2" in words
+    assert "run_summary" in words
+    assert "drain" in words
     assert "apexcanary-" not in words  # a report never hands a canary on
     assert result.matrix() == {(0, 1): 1}
 
@@ -142,8 +146,11 @@ def test_roles_are_seeded_every_path_is_taken_and_most_users_stay_calm() -> None
     first = assign(users, Adversity(), random.Random(7))
     assert first == assign(users, Adversity(), random.Random(7))
     counts = {role: list(first.values()).count(role) for role in set(first.values())}
-    assert counts["cancel"] == 6 and counts["reconnect"] == 4 and counts["fail"] == 3
-    assert counts["rate_limit"] == 1 and counts["calm"] == 16
+    assert counts["cancel"] == 6
+    assert counts["reconnect"] == 4
+    assert counts["fail"] == 3
+    assert counts["rate_limit"] == 1
+    assert counts["calm"] == 16
     assert set(assign(users, None, random.Random(7)).values()) == {"calm"}
     pairs = pairings(users, 2, random.Random(3))
     assert all(len(p) == 2 and u not in p for u, p in pairs.items())
@@ -167,7 +174,8 @@ def test_cleanup_waits_for_the_baseline_and_reports_what_stayed() -> None:
         return {"live": 3.0}
 
     never = asyncio.run(wait_for_rest(stuck, {"live": 0.0}, 0.05, interval_s=0.01))
-    assert math.isnan(never.seconds) and never.stuck == {"live": 3.0}
+    assert math.isnan(never.seconds)
+    assert never.stuck == {"live": 3.0}
 
 
 # --- the scenario against an in-process app -------------------------------------------------
@@ -230,7 +238,8 @@ def test_a_clean_app_passes_every_criterion_and_every_path_was_taken() -> None:
     }
     roles = {r.role for r in result.runs}
     assert roles == {"calm", "cancel", "reconnect", "fail", "rate_limit"}
-    assert result.scan.checked["socket"] > 100 and result.scan.checked["rest"] > 50
+    assert result.scan.checked["socket"] > 100
+    assert result.scan.checked["rest"] > 50
     assert result.sockets_refused >= 1  # the socket past the cap was closed by the app
     assert {r.outcome for r in result.runs if r.role == "fail"} == {"failed"}
     assert result.peak_runs_in_flight >= 12 * 2  # the burst round
