@@ -4,11 +4,14 @@ For an app without agent runs (or next to them), every user of the run:
 
 1. logs in and creates items of every described resource, and items of each sub-resource
    under them, each marked with the user's canary;
-2. meets the others at a barrier; then, for a number of rounds, at the same moment as
-   everybody else: lists every collection (every page, at each page size), reads its own
-   items by id (the positive control, repeated: caches show on a second read), updates one,
-   lists the sub-resources of its items, and probes other users' items by id (read, and the
-   sub-resource list under them).
+2. for a number of rounds, each released for everybody at the same moment: first writes
+   (one more item of every top-level resource, and an update of one of its items), then,
+   once every user has written, reads: lists every collection (every page, at each page
+   size), reads its own items by id (the positive control, repeated across rounds and after
+   everybody else's writes: a cache keyed wrongly shows on a later read), lists the
+   sub-resources of its items, and probes other users' items, a new seeded pairing each
+   round: read them, list the sub-resources under them, update them, create a sub-resource
+   under them. Every probe must be refused.
 
 Everything each user received, error answers included, is scanned for other users'
 identities (canaries, user ids, user names, item ids). A probe that the app serves (2xx) is
@@ -29,10 +32,12 @@ from typing import Any, Final, Literal, Protocol
 
 from pytest_apex.adapters.base import ResourceSession
 from pytest_apex.app.model import Resource
-from pytest_apex.isolation.canary import CanaryBook
+from pytest_apex.isolation.canary import CANARY_PREFIX, USER_HEX, CanaryBook
 from pytest_apex.isolation.identities import IdentityBook, Sighting
 
-BreachChannel = Literal["list", "read", "update", "sub_list", "probe", "probe_sub_list"]
+BreachChannel = Literal[
+    "list", "read", "update", "sub_list", "probe", "probe_sub_list", "probe_write"
+]
 EXAMPLES: Final = 3
 
 
@@ -156,6 +161,7 @@ class _User:
     items: dict[str, list[str]] = field(default_factory=dict)  # resource -> own item ids
     # sub-resource -> (parent id, parent resource) of each of its items, in `items` order
     parents: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    probe_rounds: int = 0
 
     def own_under(self, name: str, parent_id: str) -> set[str]:
         """The user's own items of `name` (under `parent_id`, for a sub-resource)."""
@@ -173,7 +179,6 @@ class _Run:
         id_fields = {plan.id_field for plan in _all_plans(spec.resources)}
         self.identities = IdentityBook(frozenset(id_fields))
         self.users: list[_User] = []
-        self.random = random.Random(spec.seed)
 
     # --- seeing -------------------------------------------------------------------------
 
@@ -193,6 +198,12 @@ class _Run:
         self.result.breaches.append(RestBreach(channel, user.index, seen.owner, detail))
 
     # --- setup --------------------------------------------------------------------------
+
+    def item_canary(self, user: _User, label: str) -> str:
+        """A new canary for one of `user`'s items, known as theirs from now on."""
+        token = self.canaries.item(user.index, label)
+        self.identities.add(user.index, token, "canary", label)
+        return token
 
     async def setup(self, index: int, make_user: MakeUser) -> _User | None:
         try:
@@ -217,40 +228,55 @@ class _Run:
         self, user: _User, plan: ResourcePlan, parent: tuple[str, str] | None
     ) -> None:
         for k in range(self.spec.items_per_resource):
-            marker = f"{user.canary} {plan.name} {k}"
-            # Setup may resend a create whose connection dropped: a duplicate is still the
-            # user's own item (the listing control counts only the ids it got back).
-            answer = await user.session.create(
-                plan.name, {"canary": marker}, parent_id=parent[0] if parent else "", resend=True
+            await self._create_one(user, plan, parent, f"{plan.name} {k}")
+
+    async def _create_one(
+        self, user: _User, plan: ResourcePlan, parent: tuple[str, str] | None, label: str
+    ) -> None:
+        # One item, marked at the start of its text with its own canary.
+        marker = f"{self.item_canary(user, label)} {label}"
+        # Setup may resend a create whose connection dropped: a duplicate is still the
+        # user's own item (the listing control counts only the ids it got back).
+        answer = await user.session.create(
+            plan.name, {"canary": marker}, parent_id=parent[0] if parent else "", resend=True
+        )
+        if not answer.ok:
+            raise RuntimeError(
+                f"{answer.method} {answer.url} answered {answer.status}: {answer.text[:200]}"
             )
-            if not answer.ok:
-                raise RuntimeError(
-                    f"{answer.method} {answer.url} answered {answer.status}: {answer.text[:200]}"
-                )
-            item_id = _field(answer.body, plan.id_field)
-            if item_id is None:
-                raise RuntimeError(
-                    f"{answer.method} {answer.url}: no {plan.id_field!r} in the created {plan.name}"
-                )
-            self.identities.add(user.index, item_id, "item_id")
-            self.result.items_created += 1
-            user.items.setdefault(plan.name, []).append(str(item_id))
-            if parent is not None:
-                user.parents.setdefault(plan.name, []).append(parent)
-            for sub in plan.sub_resources:
-                await self._create_items(user, sub, parent=(str(item_id), plan.name))
+        item_id = _field(answer.body, plan.id_field)
+        if item_id is None:
+            raise RuntimeError(
+                f"{answer.method} {answer.url}: no {plan.id_field!r} in the created {plan.name}"
+            )
+        self.identities.add(user.index, item_id, "item_id")
+        self.result.items_created += 1
+        user.items.setdefault(plan.name, []).append(str(item_id))
+        if parent is not None:
+            user.parents.setdefault(plan.name, []).append(parent)
+        for sub in plan.sub_resources:
+            await self._create_items(user, sub, parent=(str(item_id), plan.name))
 
     # --- the concurrent rounds ----------------------------------------------------------
 
-    async def act(self, user: _User, others: Sequence[_User]) -> None:
-        for _round in range(self.spec.rounds):
-            for plan in _all_plans(self.spec.resources):
-                await self._guarded(user, f"listing {plan.name}", self._list_own(user, plan))
-                if plan.can_read:
-                    await self._guarded(user, f"reading {plan.name}", self._read_own(user, plan))
-                if plan.can_update and user.items.get(plan.name):
-                    await self._guarded(user, f"updating {plan.name}", self._update(user, plan))
-            await self._probe(user, others)
+    async def write(self, user: _User, round_no: int) -> None:
+        """A round's writes: one more item of each top-level resource, one update."""
+        for plan in self.spec.resources:
+            label = f"{plan.name} of round {round_no}"
+            await self._guarded(
+                user, f"creating {plan.name}", self._create_one(user, plan, None, label)
+            )
+        for plan in _all_plans(self.spec.resources):
+            if plan.can_update and user.items.get(plan.name):
+                await self._guarded(user, f"updating {plan.name}", self._update(user, plan))
+
+    async def read(self, user: _User, others: Sequence[_User]) -> None:
+        """A round's reads, after every user's writes of the round."""
+        for plan in _all_plans(self.spec.resources):
+            await self._guarded(user, f"listing {plan.name}", self._list_own(user, plan))
+            if plan.can_read:
+                await self._guarded(user, f"reading {plan.name}", self._read_own(user, plan))
+        await self._probe(user, others)
 
     async def _guarded(self, user: _User, doing: str, step: Awaitable[None]) -> None:
         # One user's failing request is counted with an example (its own controls then come
@@ -261,7 +287,7 @@ class _Run:
             self.result.error(f"{doing} raised", f"{user.session.username}: {_said(exc)}")
 
     async def _update(self, user: _User, plan: ResourcePlan) -> None:
-        values = {"canary": f"{user.canary} {plan.name} updated"}
+        values = {"canary": f"{self.item_canary(user, plan.name + ' update')} {plan.name} updated"}
         answer = await user.session.update(plan.name, user.items[plan.name][0], values)
         self.scan(user, [answer], "update")
 
@@ -283,7 +309,9 @@ class _Run:
         for item_id in user.items.get(plan.name, ())[:2]:
             self.result.own_reads += 1
             answer = await user.session.read(plan.name, item_id)
-            self.result.own_reads_ok += int(answer.ok and user.canary in answer.text)
+            # Read back with the user's canary (its user part: each item has its own token).
+            mine = user.canary[: len(CANARY_PREFIX) + USER_HEX]
+            self.result.own_reads_ok += int(answer.ok and mine in answer.text)
             self.scan(user, [answer], "read")
 
     async def _probe(self, user: _User, others: Sequence[_User]) -> None:
@@ -296,7 +324,11 @@ class _Run:
             for item_id in other.items.get(plan.name, ())[:1]
         ]
         count = min(len(candidates), self.spec.probes_per_user)
-        for other, plan, item_id in self.random.sample(candidates, count):
+        # Each user's own draw per round, so a seed repeats the run however the users'
+        # requests interleave.
+        user.probe_rounds += 1
+        draw = random.Random(hash((self.spec.seed, user.index, user.probe_rounds)))
+        for other, plan, item_id in draw.sample(candidates, count):
             read = user.session.read(plan.name, item_id)
             answer = await self._probe_one(user, read)
             self._judge_probe(user, other, answer, "probe", f"{plan.name} {item_id}")
@@ -306,6 +338,18 @@ class _Run:
                 self._judge_probe(
                     user, other, sub_answer, "probe_sub_list", f"{sub.name} of {item_id}"
                 )
+                # Writing under another user's item: refused, or the item is no longer theirs.
+                marker = f"{self.item_canary(user, 'probe write')} probe write"
+                create = user.session.create(sub.name, {"canary": marker}, parent_id=item_id)
+                write = await self._probe_one(user, create)
+                self._judge_probe(
+                    user, other, write, "probe_write", f"a new {sub.name} under {item_id}"
+                )
+            if plan.can_update:
+                marker = f"{self.item_canary(user, 'probe write')} probe write"
+                update = user.session.update(plan.name, item_id, {"canary": marker})
+                write = await self._probe_one(user, update)
+                self._judge_probe(user, other, write, "probe_write", f"an update of {item_id}")
 
     async def _probe_one(self, user: _User, action: Awaitable[Any]) -> Any:
         self.result.probes_sent += 1
@@ -371,7 +415,11 @@ async def run_rest_isolation(spec: RestScenarioSpec, make_user: MakeUser) -> Res
             result.labels = {u.index: u.session.username for u in run.users}
             result.user_ids = [u.session.user_id for u in run.users]
             if len(run.users) >= 2:
-                await asyncio.gather(*(run.act(u, run.users) for u in run.users))
+                for round_no in range(spec.rounds):
+                    # Everybody writes, then everybody reads: every read of the round comes
+                    # after every other user's write, the moment a wrongly keyed cache shows.
+                    await asyncio.gather(*(run.write(u, round_no) for u in run.users))
+                    await asyncio.gather(*(run.read(u, run.users) for u in run.users))
     except TimeoutError:
         result.notes.append(f"the deadline of {spec.deadline_s:g} s passed; the rest was cancelled")
     result.wall_seconds = time.monotonic() - started

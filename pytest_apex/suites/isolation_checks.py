@@ -30,8 +30,10 @@ def _ratio_check(name: str, ok: int, sent: int, unit: str, detail: str, nothing:
     )
 
 
-def _short_runs(runs: Sequence[RunRecord], result: AgentScenarioResult) -> str:
-    short = [r for r in runs if r.outcome != "completed"]
+def _short_runs(
+    runs: Sequence[RunRecord], result: AgentScenarioResult, expected: str = "completed"
+) -> str:
+    short = [r for r in runs if r.outcome != expected]
     if not short:
         return ""
     outcomes = ", ".join(
@@ -43,7 +45,7 @@ def _short_runs(runs: Sequence[RunRecord], result: AgentScenarioResult) -> str:
         f"after {r.own_events} events"
         for r in short[:EXAMPLES]
     )
-    return f"{len(short)} runs did not complete ({outcomes}), e.g. {examples}"
+    return f"{len(short)} runs did not end {expected} ({outcomes}), e.g. {examples}"
 
 
 def agent_checks(result: AgentScenarioResult, thresholds: Thresholds, users: int) -> list[Check]:
@@ -246,7 +248,7 @@ def agent_checks(result: AgentScenarioResult, thresholds: Thresholds, users: int
             len(failing),
             "runs",
             "runs asked to fail must end in the app's error event; "
-            + words(_short_runs([r for r in failing if r.outcome != "failed"], result)),
+            + _short_runs(failing, result, "failed"),
             "no run was asked to fail",
         ),
         _ratio_check(

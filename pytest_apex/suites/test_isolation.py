@@ -43,6 +43,8 @@ from pytest_apex.isolation.agent_scenario import (
 from pytest_apex.isolation.cleanup import ReadGauges
 from pytest_apex.isolation.database import violations_of_users
 from pytest_apex.isolation.inbox import timeline
+from pytest_apex.isolation.power import describe as describe_power
+from pytest_apex.isolation.power import detectable_rate
 from pytest_apex.isolation.rest_scenario import (
     RestScenarioResult,
     RestScenarioSpec,
@@ -294,6 +296,14 @@ def rest_checks(result: RestScenarioResult, thresholds: Thresholds, users: int) 
 
     return [
         Check(
+            "detectable_leak_rate",
+            detectable_rate(result.answers_scanned),
+            thresholds.number("isolation_detectable_leak_rate_max"),
+            "<=",
+            detail=describe_power(result.answers_scanned),
+            inconclusive="" if result.answers_scanned else "no answer was scanned",
+        ),
+        Check(
             users_spec.criterion,
             result.users_ready,
             users,
@@ -342,7 +352,7 @@ def rest_checks(result: RestScenarioResult, thresholds: Thresholds, users: int) 
         ),
         breaches(
             "cross_user_resource_access",
-            ("probe", "probe_sub_list"),
+            ("probe", "probe_sub_list", "probe_write"),
             read_ok and result.probes_unanswered == 0 and result.probes_sent > 0,
             f"{result.probes_unanswered} of {result.probes_sent} probes went unanswered",
         ),
@@ -365,6 +375,7 @@ async def test_users_never_see_each_others_resources(
         users=users,
         resources=plans_for(apex_app.resources),
         probes_per_user=PROBES_PER_USER,
+        seed=apex_settings.seed if apex_settings.seed is not None else secrets.randbelow(2**31),
         deadline_s=DEADLINE_S,
     )
     result = await run_rest_isolation(spec, apex_new_user)  # type: ignore[arg-type]
