@@ -6,9 +6,10 @@ their canaries (one per item), user id, user name or e-mail, and the id of every
 created or ran (threads, messages, runs) — and anything another user received is searched
 for all of them:
 
-- canaries, also truncated to the user part (``apexcanary-`` + 8 hex digits), UUIDs and
-  e-mail addresses, found by pattern anywhere in the text;
-- every JSON string value, looked up as it is (ids of any shape, user names);
+- every token of the characters ids are made of (UUIDs, e-mail addresses, slugs, canaries,
+  also a canary truncated to its user part: ``apexcanary-`` + 8 hex digits), found
+  anywhere in the text, inside sentences too, and looked up;
+- whole JSON string values, for identities no token can hold (a name with spaces);
 - numbers under id-like keys (``"id": 42``, ``"owner_id": 7``; a bare number elsewhere, such
   as a total, would match numeric ids by chance);
 - in each form the text may have been re-encoded to: upper or mixed case, URL escaping
@@ -36,8 +37,8 @@ IdentityKind = Literal["canary", "user_id", "username", "item_id", "run_id"]
 # chance collisions, so a canary cut down to it still counts.
 CANARY_PREFIX_HEX: Final = USER_HEX
 _CANARY: Final = re.compile(re.escape(CANARY_PREFIX) + "([0-9a-f]{8,16})")
-_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_EMAIL: Final = re.compile(r"[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}")
+# A run of the characters ids, UUIDs, e-mail addresses and canaries are made of.
+_TOKEN: Final = re.compile(r"[a-z0-9_][a-z0-9_.%+@-]*")
 _JSON_STRING: Final = re.compile(r'"([^"\\]{1,200})"')
 _NUMERIC_ID: Final = re.compile(r'"([a-z0-9_]{1,64})"\s*:\s*(\d{1,19})\b')
 # One backslash in a JSON document, more where JSON was embedded in JSON (a string field
@@ -93,23 +94,30 @@ class IdentityBook:
         self._owner: dict[str, tuple[int, IdentityKind, str]] = {}
         self._canary_part: dict[str, int] = {}
         self._id_keys = frozenset(k.lower() for k in id_keys)
-        self._numeric_ids = False  # only worth looking for once some id is a number
+        # Numeric ids count only under id-like keys (a total of 42 is no user's item 42).
+        self._numeric: dict[str, tuple[int, IdentityKind, str]] = {}
+        self._untokened = False  # some identity is no token: look at whole string values
 
     def add(self, owner: int, value: object, kind: IdentityKind, label: str = "") -> None:
         text = str(value).lower()
         if not text:
             return
+        if text.isdigit():
+            self._numeric.setdefault(text, (owner, kind, label))
+            return
         self._owner.setdefault(text, (owner, kind, label))
-        self._numeric_ids = self._numeric_ids or text.isdigit()
+        if _TOKEN.fullmatch(text) is None:
+            self._untokened = True
         if kind == "canary" and text.startswith(CANARY_PREFIX):
             self._canary_part.setdefault(text[len(CANARY_PREFIX) :][:USER_HEX], owner)
 
     def owner_of(self, value: object) -> int | None:
-        found = self._owner.get(str(value).lower())
+        text = str(value).lower()
+        found = self._owner.get(text) or self._numeric.get(text)
         return found[0] if found else None
 
     def __len__(self) -> int:
-        return len(self._owner)
+        return len(self._owner) + len(self._numeric)
 
     # --- scanning -----------------------------------------------------------------------
 
@@ -142,33 +150,43 @@ class IdentityBook:
         viewer: int | None,
         found: dict[str, tuple[int | None, IdentityKind, str, str]],
     ) -> None:
-        def hit(value: str) -> None:
-            entry = self._owner.get(value)
-            if entry is not None and entry[0] != viewer:
-                found.setdefault(value, (entry[0], entry[1], entry[2], value))
+        owners = self._owner
+        # Every token that could be an identity (ids, UUIDs, e-mails, canaries) in one pass,
+        # each looked up: one regex and a dict lookup per token, whatever the number of users.
+        for token in _TOKEN.findall(form):
+            if token.endswith("."):  # the end of a sentence quoting an address or an id
+                token = token.rstrip(".")
+            entry = owners.get(token)
+            if entry is not None:
+                if entry[0] != viewer:
+                    found.setdefault(token, (entry[0], entry[1], entry[2], token))
+            elif token.startswith(CANARY_PREFIX):
+                self._truncated_canary(token, viewer, found)
+        if self._untokened:
+            # Identities a token cannot hold (a user name with spaces): exact string values.
+            for value in _JSON_STRING.findall(form):
+                entry = owners.get(value)
+                if entry is not None and entry[0] != viewer:
+                    found.setdefault(value, (entry[0], entry[1], entry[2], value))
+        if self._numeric:
+            for key, number in _NUMERIC_ID.findall(form):
+                entry = self._numeric.get(number)
+                if entry is not None and entry[0] != viewer and _is_id_key(key, self._id_keys):
+                    found.setdefault(number, (entry[0], entry[1], entry[2], number))
 
-        if CANARY_PREFIX in form:
-            for match in _CANARY.finditer(form):
-                token = match.group(0)
-                entry = self._owner.get(token)
-                if entry is not None:
-                    hit(token)
-                    continue
-                owner = self._canary_part.get(match.group(1)[:USER_HEX])
-                if owner != viewer or owner is None:
-                    # A truncated canary of another user, or a canary of nobody here.
-                    found.setdefault(token, (owner, "canary", "truncated" if owner else "", token))
-        for match in _JSON_STRING.finditer(form):
-            hit(match.group(1))
-        for match in _UUID.finditer(form):
-            hit(match.group(0))
-        if "@" in form:
-            for match in _EMAIL.finditer(form):
-                hit(match.group(0))
-        if self._numeric_ids:
-            for match in _NUMERIC_ID.finditer(form):
-                if _is_id_key(match.group(1), self._id_keys):
-                    hit(match.group(2))
+    def _truncated_canary(
+        self,
+        token: str,
+        viewer: int | None,
+        found: dict[str, tuple[int | None, IdentityKind, str, str]],
+    ) -> None:
+        match = _CANARY.match(token)
+        if match is None:
+            return
+        owner = self._canary_part.get(match.group(1)[:USER_HEX])
+        if owner is None or owner != viewer:
+            # A truncated canary of another user, or a canary of nobody here.
+            found.setdefault(match.group(0), (owner, "canary", "truncated" if owner else "", token))
 
     def sightings(self, body: Any, text: str = "") -> list[Sighting]:
         """Every identity in a payload: `text` raw, else `body` (any JSON value) as JSON."""
