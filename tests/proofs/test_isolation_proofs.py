@@ -18,18 +18,43 @@ pytestmark = pytest.mark.xdist_group("fault-stack")
 
 ISOLATION_SUITE: Final = ROOT / "tests" / "isolation" / "test_isolation.py"
 PROOF_USERS: Final = 30
-ARGS: Final = ("-m", "isolation", "--apex-threshold", f"concurrent_users_min={PROOF_USERS}")
-CRITERIA: Final = frozenset(
+ARGS: Final = (
+    "-m",
+    "isolation",
+    "--apex-threshold",
+    f"concurrent_users_min={PROOF_USERS}",
+    # 30 users check fewer payloads than 150: the rarest leak they can see is rarer than
+    # 1 in 200, not 1 in 1,000.
+    "--apex-threshold",
+    "isolation_detectable_leak_rate_max=0.005",
+)
+AGENT_CRITERIA: Final = frozenset(
     {
         "concurrent_users",
+        "detectable_leak_rate",
+        "channels_covered",
         "cross_user_events",
-        "cross_user_thread_lists",
-        "cross_user_thread_access",
-        "thread_list_probes_answered",
-        "thread_access_probes_answered",
+        "late_foreign_frames",
+        "cross_user_rest",
+        "cross_user_identities",
+        "own_thread_listed",
+        "own_thread_read",
+        "own_run_status_read",
+        "probes_answered",
+        "cross_user_access",
         "runs_completed",
+        "error_path_exercised",
+        "cancels_honoured",
+        "containment_p95",
+        "cleanup",
         "isolation_violations.rows",
-        # The REST scenario over the described resources (threads and their messages).
+    }
+)
+# The REST scenario over the described resources (threads and their messages).
+REST_CRITERIA: Final = frozenset(
+    {
+        "concurrent_users",
+        "detectable_leak_rate",
         "own_items_listed",
         "own_items_read",
         "cross_user_listings",
@@ -37,6 +62,18 @@ CRITERIA: Final = frozenset(
         "resource_probes_answered",
         "cross_user_resource_access",
     }
+)
+CRITERIA: Final = AGENT_CRITERIA | REST_CRITERIA
+# What a leak on the socket may also fail: a leaked event names another user's id (an
+# identity), may arrive while the viewer has no run open (late), and the run it was taken
+# from may be left without its events.
+SOCKET_SPILL: Final = frozenset(
+    {"cross_user_identities", "late_foreign_frames", "runs_completed", "cancels_honoured"}
+)
+# What a leak in a REST body may also fail: other users' ids in it, the viewer's own items
+# pushed out of it.
+REST_SPILL: Final = frozenset(
+    {"cross_user_identities", "own_thread_listed", "own_items_listed", "cross_user_rest"}
 )
 
 
@@ -57,10 +94,10 @@ def test_isolation_suite_passes_on_the_clean_stack(
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     assert report["verdict"] == "pass", failed_criteria(report)
     assert {c["name"] for c in report["criteria"]} == CRITERIA
-    users = next(c for c in report["criteria"] if c["name"] == "concurrent_users")
-    assert users["observed"] == PROOF_USERS
+    users = [c for c in report["criteria"] if c["name"] == "concurrent_users"]
+    assert [u["observed"] for u in users] == [PROOF_USERS, PROOF_USERS]
     runs = next(c for c in report["criteria"] if c["name"] == "runs_completed")
-    assert runs["observed"] == runs["threshold"] == 2 * PROOF_USERS
+    assert runs["observed"] == runs["threshold"] >= 3 * PROOF_USERS
 
 
 @pytest.mark.parametrize(
@@ -72,18 +109,18 @@ def test_isolation_suite_passes_on_the_clean_stack(
         (
             "shared_context",
             {"cross_user_events", "isolation_violations.rows"},
-            {"runs_completed"},
+            SOCKET_SPILL | {"error_path_exercised", "containment_p95"},
         ),
-        ("broadcast_events", {"cross_user_events"}, set()),
-        # The REST scenario sees both bugs on its own too: a list cached for whoever asked
+        ("broadcast_events", {"cross_user_events"}, SOCKET_SPILL),
+        # The REST scenarios see both bugs on their own too: a list cached for whoever asked
         # first shows other users' threads (and hides the viewer's own), an id read
         # without its owner check serves another user's thread.
+        ("unscoped_cache", {"cross_user_rest", "cross_user_listings"}, REST_SPILL),
         (
-            "unscoped_cache",
-            {"cross_user_thread_lists", "cross_user_listings"},
-            {"own_items_listed"},
+            "idor",
+            {"cross_user_access", "cross_user_resource_access"},
+            REST_SPILL | {"cross_user_reads"},
         ),
-        ("idor", {"cross_user_thread_access", "cross_user_resource_access"}, set()),
     ],
 )
 def test_isolation_suite_fails_on_each_isolation_fault_naming_its_criterion(
@@ -102,7 +139,7 @@ def test_isolation_suite_fails_on_each_isolation_fault_naming_its_criterion(
     # Precise, not noisy: nothing unrelated to the fault is blamed.
     assert failed <= must_fail | may_fail, (fault, failed - must_fail - may_fail)
     # The message says which users saw whose data, without tokens.
-    for name in sorted(must_fail - {"isolation_violations.rows"}):
+    for name in sorted(must_fail - {"isolation_violations.rows", "cross_user_access"}):
         result.stdout.fnmatch_lines([f"*isolation {name} * > 0: * breaches: *user* saw data of *"])
     output = result.stdout.str()
     assert "Bearer" not in output  # no JWT in the failure text
@@ -114,7 +151,8 @@ def test_isolation_suite_fails_on_each_isolation_fault_naming_its_criterion(
 def test_isolation_suite_holds_for_150_users_on_a_compose_target(pytester: pytest.Pytester) -> None:
     """The report's promise at full size, as a user runs it (`pytest -m isolation`): the
     reference stack brought up by the plugin, 150 users released together, nobody sees
-    anybody else's data, every run completes."""
+    anybody else's data, every run completes, at the default detection power (a leak in 1 of
+    1,000 payloads would have been seen)."""
     result, report = run_suite(
         pytester, ISOLATION_SUITE, {}, ["-m", "isolation", f"--apex-stack={COMPOSE_FILE}"]
     )
@@ -122,6 +160,9 @@ def test_isolation_suite_holds_for_150_users_on_a_compose_target(pytester: pytes
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     assert report["verdict"] == "pass", failed_criteria(report)
     observed = {c["name"]: c["observed"] for c in report["criteria"]}
-    assert observed["concurrent_users"] == 150
-    assert observed["runs_completed"] == 300
+    assert [c["observed"] for c in report["criteria"] if c["name"] == "concurrent_users"] == [
+        150,
+        150,
+    ]
+    assert observed["runs_completed"] >= 3 * 150
     assert observed["cross_user_events"] == observed["isolation_violations.rows"] == 0
