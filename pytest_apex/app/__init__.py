@@ -17,6 +17,7 @@ from pytest_apex.app.model import (
     Service,
     SigningKey,
     Signup,
+    Topology,
     Users,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "Service",
     "SigningKey",
     "Signup",
+    "Topology",
     "Users",
     "find_description",
     "load_description",

@@ -58,6 +58,7 @@ OPTION_KEYS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "faults": ("--apex-faults", "apex_faults"),
         "app": ("--apex-app", "apex_app"),
         "inconclusive": ("--apex-inconclusive", "apex_inconclusive"),
+        "topology": ("--apex-topology", "apex_topology"),
     }
 )
 
@@ -84,6 +85,7 @@ class RawOptions:
     faults: str | None = None
     app: str | None = None
     inconclusive: str | None = None
+    topology: str | None = None
 
     def key(self, option: str) -> str:
         cli, ini = OPTION_KEYS[option]
@@ -245,6 +247,22 @@ def _resolve_faults(
     return names
 
 
+def _resolve_topology(cli: RawOptions, ini: RawOptions, app: AppDescription) -> str:
+    """The topology to deploy (compose) or expect (external URLs): one the app describes."""
+    value, source = _pick("topology", cli, ini)
+    name = (value or "").strip()
+    if name and name not in app.topologies:
+        known = sorted(app.topologies)
+        raise _error(
+            source.key("topology"),
+            f"unknown topology {name!r}{did_you_mean(name, known)}",
+            ", ".join(known)
+            or f"none: the app description of {app.name} declares no topologies "
+            "([app.topologies.NAME])",
+        )
+    return name
+
+
 def resolve(
     cli: RawOptions,
     ini: RawOptions,
@@ -285,4 +303,5 @@ def resolve(
         inconclusive=_resolve_inconclusive(cli, ini),
         rootdir=rootdir,
         app=app,
+        topology=_resolve_topology(cli, ini, app),
     )

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from pytest_apex.adapters.base import AppAdapter, RawTokenSocket
-from pytest_apex.app.model import AppDescription, Service
+from pytest_apex.app.model import AppDescription, Service, Topology
 from pytest_apex.fixtures import UserFactory
 from pytest_apex.health import (
     auth_probe,
@@ -30,6 +30,7 @@ from pytest_apex.health import (
     metrics,
     posture,
     probes,
+    replicas,
     tokens,
 )
 from pytest_apex.health.browser import AGENT_EVENT_TYPES, BrowserUnavailable, chat_round_trip
@@ -212,6 +213,49 @@ def test_health_endpoints_answer_within_the_threshold(
                 unit=rule.unit,
                 detail=times.describe(),
                 samples=len(times.probes),
+            )
+        )
+    apex_criteria.judge(checks)
+
+
+def test_every_replica_answers_through_the_services_endpoint(
+    apex_criteria: CriteriaRecorder,
+    apex_topology: Topology | None,
+    apex_app: AppDescription,
+    apex_endpoints: dict[str, str],
+) -> None:
+    # Replicas that never joined, or a balancer pinning everyone to one of them, pass every
+    # other health check: only the instances answering through the users' endpoint prove
+    # the topology. Nothing to prove without a selected topology that promises replicas.
+    promised = apex_topology.replicated if apex_topology is not None else {}
+    if not promised:
+        pytest.skip("no selected topology promises replicas (--apex-topology NAME)")
+    checks = []
+    for name, expected in promised.items():
+        route = apex_app.services[name].liveness
+        if name not in apex_endpoints:
+            judged = replicas.not_probed(name, expected, f"the target has no {name} endpoint")
+        elif route is None:
+            judged = replicas.not_probed(name, expected, f"{name} has no liveness route to ask")
+        elif not route.instance_field:
+            judged = replicas.no_instance_field(name, expected)
+        else:
+            seen = replicas.count_instances(
+                apex_endpoints[name] + route.path,
+                route.instance_field,
+                replicas.PROBES_PER_REPLICA * expected,
+            )
+            judged = replicas.judge(seen, expected)
+        checks.append(
+            Check(
+                f"{name}.replicas_reached",
+                judged.observed,
+                judged.expected,
+                ">=",
+                unit="instances",
+                detail=judged.detail,
+                samples=judged.samples,
+                inconclusive=judged.inconclusive,
             )
         )
     apex_criteria.judge(checks)

@@ -29,6 +29,19 @@ class ContainerInfo:
     exit_code: int = 0  # of an exited container (a one-shot job's result)
 
 
+@dataclass(frozen=True)
+class ServedBy:
+    """Where a service of the app is reached when another compose service serves it.
+
+    With replicas behind a balancer, the service's own containers publish no single
+    address: its endpoint is the `compose_service`'s published `port` (the container port
+    the service itself listens on; None: that service's lowest published port).
+    """
+
+    compose_service: str
+    port: int | None = None
+
+
 @runtime_checkable
 class Target(Protocol):
     """A running deployment the suites test."""
