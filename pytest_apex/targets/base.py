@@ -27,6 +27,7 @@ class ContainerInfo:
     nano_cpus: int  # 0 means unlimited
     published: tuple[tuple[str, int, int], ...] = field(default=())  # (host_ip, host_port, port)
     exit_code: int = 0  # of an exited container (a one-shot job's result)
+    number: int = 0  # which replica of its service (compose's container number; 0: unknown)
 
 
 @dataclass(frozen=True)

@@ -575,7 +575,14 @@ def _container_info(service: str, inspect: Mapping[str, Any]) -> ContainerInfo:
         nano_cpus=int(host_config.get("NanoCpus") or 0),
         published=tuple(published),
         exit_code=int(state.get("ExitCode") or 0),
+        number=_container_number(inspect),
     )
+
+
+def _container_number(inspect: Mapping[str, Any]) -> int:
+    labels = inspect.get("Config", {}).get("Labels") or {}
+    number = str(labels.get("com.docker.compose.container-number", ""))
+    return int(number) if number.isdigit() else 0
 
 
 def _objects(data: Any) -> list[dict[str, Any]]:

@@ -21,6 +21,8 @@ import pytest
 
 from pytest_apex.health import replicas
 from pytest_apex.health.replicas import InstancesSeen, count_instances, judge
+from pytest_apex.suites.test_health import container_names
+from pytest_apex.targets.base import ContainerInfo
 from tests.plugin.conftest import ApexPytester
 
 
@@ -149,6 +151,18 @@ def test_a_service_without_instance_field_is_inconclusive_naming_it() -> None:
     verdict = replicas.no_instance_field("backend", 2)
     assert math.isnan(verdict.observed)
     assert "backend's liveness route names no instance_field" in verdict.inconclusive
+
+
+def test_replicas_get_criterion_names_of_their_own() -> None:
+    def container(service: str, number: int = 0) -> ContainerInfo:
+        return ContainerInfo(
+            service, f"id-{service}-{number}", "img", "running", "", "app", 0, 0, number=number
+        )
+
+    listed = [container("backend", 2), container("backend", 1), container("redis")]
+    assert [name for name, _ in container_names(listed)] == ["backend-2", "backend-1", "redis"]
+    unnumbered = [container("gateway"), container("gateway")]
+    assert [name for name, _ in container_names(unnumbered)] == ["gateway-1", "gateway-2"]
 
 
 # --- the shipped health suite's test ------------------------------------------------------

@@ -33,7 +33,7 @@ from pytest_apex.reference import PORT_SCHEMES, reference_description
 from pytest_apex.settings import ApexSettings
 from pytest_apex.targets import compose, lifecycle, reaping
 from pytest_apex.targets.base import ServedBy
-from pytest_apex.targets.compose import ComposeTarget, _endpoints_of
+from pytest_apex.targets.compose import ComposeTarget, _container_info, _endpoints_of
 from pytest_apex.targets.errors import (
     CommandTimedOut,
     ContainerQueryError,
@@ -1552,3 +1552,19 @@ def test_on_an_external_target_a_topology_only_sets_expectations(
     assert settings.selected_topology is not None
     assert dict(settings.selected_topology.replicated) == {"backend": 2}
     assert runner.calls == []
+
+
+def test_each_replica_is_inspected_with_its_compose_number(compose_file: Path) -> None:
+    def inspect(args: list[str]) -> Response:
+        replicas = []
+        for number in (1, 2):
+            entry = _inspect("backend")
+            entry["Id"] = f"id-backend-{number}"
+            entry["Config"]["Labels"]["com.docker.compose.container-number"] = str(number)
+            replicas.append(entry)
+        return _done(args, 0, json.dumps(replicas))
+
+    runner = FakeDocker(TWO_BACKENDS[:2]).on("docker", "inspect", do=inspect)
+    containers = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner).containers()
+    assert [(c.service, c.number) for c in containers] == [("backend", 1), ("backend", 2)]
+    assert _container_info("redis", _inspect("redis")).number == 0  # no label: unknown
