@@ -3,9 +3,13 @@
 from pytest_apex.adapters.base import (
     AgentRun,
     AgentSession,
+    AgentStream,
     AppAdapter,
+    FrameSink,
     RawTokenSocket,
     ResourceSession,
+    RunSignal,
+    StreamingAgentSession,
     UserSession,
 )
 from pytest_apex.adapters.rest import Answer, RestAdapter, RestUserSession
@@ -13,11 +17,15 @@ from pytest_apex.adapters.rest import Answer, RestAdapter, RestUserSession
 __all__ = [
     "AgentRun",
     "AgentSession",
+    "AgentStream",
     "Answer",
     "AppAdapter",
+    "FrameSink",
     "RawTokenSocket",
     "ResourceSession",
     "RestAdapter",
     "RestUserSession",
+    "RunSignal",
+    "StreamingAgentSession",
     "UserSession",
 ]

@@ -19,12 +19,20 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from pytest_apex.adapters.base import AgentRun
+from pytest_apex.adapters.base import AgentRun, FrameSink, RunSignal
 from pytest_apex.adapters.rest import AdapterError, Answer, RestAdapter, RestUserSession
 from pytest_apex.app import AppDescription
 from pytest_apex.reference import reference_description
 
-TERMINAL_EVENTS = frozenset({"agent_completed", "agent_error"})
+TERMINAL_EVENTS = frozenset({"agent_completed", "agent_error", "agent_cancelled"})
+# How each terminal event ends a run, in the suite's words (`RunSignal.terminal`).
+TERMINAL_OUTCOMES = {
+    "agent_completed": "completed",
+    "agent_error": "failed",
+    "agent_cancelled": "cancelled",
+}
+# The simulated agent's tool fails on a request that starts with this (its error path).
+FAILING_PREFIX = "/fail "
 # How a client presents its token to /ws: the `jwt.<base64url>` subprotocol (what browsers
 # can send) or an Authorization header (what other clients send).
 SOCKET_TOKEN_TRANSPORTS: tuple[str, ...] = ("subprotocol", "header")
@@ -121,6 +129,49 @@ class ApexUserSession(RestUserSession):
         answer = await self.request("GET", f"{self.adapter.backend_url}/api/threads/{thread_id}")
         return answer.status, answer.body if isinstance(answer.body, dict) else {}
 
+    async def run_status(self, run_id: str) -> Answer:
+        return await self.request("GET", f"{self.adapter.backend_url}/api/runs/{run_id}")
+
+    async def list_thread_pages(self, page_size: int | None = None) -> list[Answer]:
+        _items, pages = await self.list_all("threads", "", page_size)
+        return pages
+
+    async def read_thread(self, thread_id: str) -> list[Answer]:
+        thread = await self.read("threads", thread_id)
+        _items, messages = await self.list_all("messages", thread_id)
+        return [thread, *messages]
+
+    def failing_request(self, text: str) -> str:
+        return FAILING_PREFIX + text
+
+    def run_signal(self, frame: Any) -> RunSignal | None:
+        """The stack's protocol: run_accepted and error frames answer a message_id; agent
+        events carry their run_id, and three of them end a run."""
+        if not isinstance(frame, dict):
+            return None
+        kind = frame.get("type")
+        key = frame.get("message_id")
+        key = key if isinstance(key, str) else ""
+        if kind == "run_accepted":
+            return RunSignal(run_id=str(frame.get("run_id") or ""), request_key=key, accepted=True)
+        if kind == "error":
+            return RunSignal(request_key=key, refused=True) if key else None
+        run_id = frame.get("run_id")
+        if not isinstance(run_id, str) or not run_id:
+            return None
+        return RunSignal(run_id=run_id, terminal=TERMINAL_OUTCOMES.get(str(kind), ""))
+
+    async def open_stream(self, on_frame: FrameSink) -> ApexStream:
+        ws = await websockets.connect(
+            ws_url(self.adapter.backend_url),
+            subprotocols=[websockets.Subprotocol(jwt_subprotocol(self.token))],
+            open_timeout=30,
+            max_size=2**20,
+            # The suite reads for the socket's whole life; the app's heartbeat keeps it busy.
+            ping_interval=None,
+        )
+        return ApexStream(ws, on_frame)
+
     async def connect(self) -> ClientConnection:
         if self._ws is None:
             self._ws = await websockets.connect(
@@ -185,3 +236,62 @@ class ApexUserSession(RestUserSession):
         if self._ws is not None:
             await self._ws.close()
             self._ws = None
+
+
+class ApexStream:
+    """One socket of a user, read by its own task for its whole life (`AgentStream`)."""
+
+    def __init__(self, ws: ClientConnection, on_frame: FrameSink) -> None:
+        self._ws = ws
+        self._on_frame = on_frame
+        self._closed_reason = ""
+        self._reader = asyncio.create_task(self._read(), name="apex-stream-reader")
+
+    @property
+    def closed_reason(self) -> str:
+        return self._closed_reason
+
+    async def _read(self) -> None:
+        try:
+            async for message in self._ws:
+                text = message if isinstance(message, str) else message.decode(errors="replace")
+                self._on_frame(text)
+        except websockets.ConnectionClosed as exc:
+            self._closed_reason = f"closed {exc.rcvd.code if exc.rcvd else 'abnormally'}: " + (
+                exc.rcvd.reason if exc.rcvd else str(exc)
+            )
+        except Exception as exc:  # the reader ends; the scenario sees why
+            self._closed_reason = f"{type(exc).__name__}: {exc}"
+        else:
+            rcvd = self._ws.close_code
+            self._closed_reason = f"closed {rcvd}: {self._ws.close_reason or ''}"
+
+    async def wait_closed(self, timeout: float) -> bool:
+        await asyncio.wait({self._reader}, timeout=timeout)
+        return self._reader.done()
+
+    async def _send(self, kind: str, payload: dict[str, Any]) -> str:
+        key = str(uuid.uuid4())
+        await self._ws.send(json.dumps({"type": kind, "payload": payload, "message_id": key}))
+        return key
+
+    async def start_run(self, thread_id: str, user_request: str) -> str:
+        return await self._send(
+            "start_agent", {"user_request": user_request, "thread_id": thread_id}
+        )
+
+    async def cancel_run(self, run_id: str) -> str:
+        return await self._send("cancel_run", {"run_id": run_id})
+
+    async def chatter(self, count: int) -> None:
+        for _ in range(count):
+            await self._send("ping", {})
+
+    async def close(self, *, abrupt: bool = False) -> None:
+        if abrupt:
+            self._ws.transport.abort()  # no closing handshake: a dropped connection
+        else:
+            await self._ws.close()
+        await asyncio.wait({self._reader}, timeout=10)
+        if not self._reader.done():
+            self._reader.cancel()

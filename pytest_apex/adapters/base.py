@@ -15,6 +15,15 @@ and get back a session. What a session must offer depends on what the suite does
 - agent isolation (`AgentSession`): `create_thread` (a dict with at least ``id``),
   `list_threads`, `get_thread` (status and body) and `run_agent`, which returns the run's own
   events and every other event the user's socket received (`AgentRun.foreign`);
+- streaming isolation (`StreamingAgentSession`): `open_stream(on_frame)` opens one more
+  socket of the user and hands *every* frame it receives, of any type, to `on_frame` for the
+  socket's whole life; the returned `AgentStream` starts and cancels runs, sends harmless
+  chatter (to meet rate limits) and closes, gently or abruptly. `run_signal(frame)` reads
+  the app's protocol for the suite: which run a frame belongs to, whether it accepts or
+  refuses a request, whether it ends the run and how. `failing_request(text)` is a request
+  that makes the agent fail (its error path), `run_status(run_id)` the app's answer about a
+  run, `list_thread_pages` and `read_thread` the REST views of threads (`Answer`s, any
+  status: the suite scans them all and judges refusals itself);
 - the health suite's WebSocket token checks (`RawTokenSocket`, on the adapter).
 
 Errors surface as exceptions of any kind; the suites count them per user, with an example,
@@ -26,7 +35,7 @@ the reference stack. A team with more to do names its own factory in the descrip
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -91,6 +100,72 @@ class AgentSession(UserSession, Protocol):
     async def get_thread(self, thread_id: str) -> tuple[int, dict[str, Any]]: ...
 
     async def run_agent(self, thread_id: str, user_request: str, timeout: float) -> AgentRun: ...
+
+
+@dataclass(frozen=True)
+class RunSignal:
+    """What one frame says about a run, in the app's protocol (read by the adapter)."""
+
+    run_id: str = ""
+    request_key: str = ""  # the key `AgentStream.start_run`/`cancel_run` returned, if answered
+    accepted: bool = False  # the frame accepts the request: `run_id` is now the run's id
+    refused: bool = False  # the frame refuses the request (an error answer to it)
+    terminal: str = ""  # "completed" | "failed" | "cancelled" when the frame ends the run
+
+
+class AgentStream(Protocol):
+    """One open socket of a user (`StreamingAgentSession.open_stream`)."""
+
+    async def start_run(self, thread_id: str, user_request: str) -> str:
+        """Ask for a run; returns the request's key (answered by an accepting frame)."""
+        ...
+
+    async def cancel_run(self, run_id: str) -> str:
+        """Ask to cancel a run; returns the request's key."""
+        ...
+
+    async def chatter(self, count: int) -> None:
+        """Send `count` harmless messages at once (what a rate limit counts)."""
+        ...
+
+    async def close(self, *, abrupt: bool = False) -> None:
+        """Close the socket; `abrupt` drops the connection without a closing handshake."""
+        ...
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) for the socket to end; whether it has."""
+        ...
+
+    @property
+    def closed_reason(self) -> str:
+        """Why the socket ended ("" while open): the close code and reason, or the error."""
+        ...
+
+
+FrameSink = Callable[[str], None]
+
+
+@runtime_checkable
+class StreamingAgentSession(UserSession, Protocol):
+    """A user whose sockets are read for their whole life (streaming agent isolation)."""
+
+    async def create_thread(self, title: str) -> dict[str, Any]: ...
+
+    async def open_stream(self, on_frame: FrameSink) -> AgentStream: ...
+
+    def run_signal(self, frame: Any) -> RunSignal | None: ...
+
+    def failing_request(self, text: str) -> str | None: ...
+
+    async def run_status(self, run_id: str) -> Any: ...
+
+    async def list_thread_pages(self, page_size: int | None = None) -> list[Any]:
+        """Every page of the user's thread list (`Answer`s), at `page_size` (None: default)."""
+        ...
+
+    async def read_thread(self, thread_id: str) -> list[Any]:
+        """Every REST view of one thread (`Answer`s): the thread, its messages."""
+        ...
 
 
 @runtime_checkable

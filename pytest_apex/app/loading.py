@@ -30,6 +30,7 @@ from pytest_apex.app.model import (
     Database,
     FaultSwitches,
     HealthRoute,
+    Limits,
     Login,
     MetricsRoute,
     Pagination,
@@ -194,6 +195,17 @@ def _cross_reference_problems(data: Mapping[str, Any]) -> list[str]:
     for name in faults.get("files", {}):
         if name not in faults.get("known", ()):
             problems.append(f"faults.files.{name}: not one of the known faults (faults.known)")
+    promised = {
+        setting
+        for service in services.values()
+        for setting in ((service.get("config") or {}).get("settings") or {})
+    }
+    for kind, setting in (data.get("limits") or {}).items():
+        if setting not in promised:
+            problems.append(
+                f"limits.{kind}: {setting!r} is no setting of any service's config route "
+                f"(known: {', '.join(sorted(promised)) or 'none'})"
+            )
     for name, topology in (data.get("topologies") or {}).items():
         key = f"topologies.{name}"
         for described in topology.get("endpoints", {}):
@@ -246,7 +258,11 @@ def _service(name: str, raw: Mapping[str, Any]) -> Service:
         config=_config(raw.get("config")),
         metrics=None
         if metrics is None
-        else MetricsRoute(metrics.get("path", "/metrics"), tuple(metrics.get("series", ()))),
+        else MetricsRoute(
+            metrics.get("path", "/metrics"),
+            tuple(metrics.get("series", ())),
+            tuple(metrics.get("at_rest", ())),
+        ),
         security_headers=raw.get("security_headers", True),
         settings=MappingProxyType(dict(raw.get("settings", {}))),
     )
@@ -333,6 +349,7 @@ def _build(data: Mapping[str, Any], source: str) -> AppDescription:
             database_env=database.get("database_env", "POSTGRES_DB"),
         ),
         capabilities=Capabilities(**data.get("capabilities", {})),
+        limits=Limits(**data.get("limits", {})),
         adapter=data.get("adapter", "rest"),
         cors_origin=data.get("cors_origin", ""),
         topologies=MappingProxyType(

@@ -60,6 +60,9 @@ class MetricsRoute:
 
     path: str = "/metrics"
     series: tuple[str, ...] = ()
+    # Gauges of live resources (open sockets, execution contexts) that must fall back to
+    # where they were once users are done: the isolation suite's cleanup check.
+    at_rest: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,17 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The app's own limits, each named by a setting of a service's config route (its value
+    read from the running app, else the promised one). The isolation suite pushes past them,
+    so that the overflow paths (queues, refusals, throttling) run under many users too."""
+
+    runs_in_flight: str = ""  # agent runs the app runs at once before it queues or refuses
+    sockets_per_user: str = ""  # sockets one user may hold open
+    messages_per_minute: str = ""  # socket messages one connection may send per minute
+
+
+@dataclass(frozen=True)
 class FaultSwitches:
     """The app's own fault switches, if it has any: for proving that a suite has teeth."""
 
@@ -283,11 +297,20 @@ class AppDescription:
     resources: tuple[Resource, ...] = ()
     database: Database | None = None
     capabilities: Capabilities = field(default_factory=Capabilities)
+    limits: Limits = field(default_factory=Limits)
     faults: FaultSwitches | None = None
     adapter: str = "rest"  # "rest", or "module:factory" building the app's own adapter
     cors_origin: str = ""  # the one origin the app's CORS policy lets in ("" when unknown)
     topologies: Mapping[str, Topology] = field(default_factory=_frozen)
     source: str = ""  # where it was read from, for messages
+
+    def setting(self, name: str) -> tuple[Service, PromisedSetting] | None:
+        """The service whose config route promises setting `name`, and the promise."""
+        for service in self.services.values():
+            for promised in service.config.settings if service.config else ():
+                if promised.name == name:
+                    return service, promised
+        return None
 
     def with_role(self, role: Role) -> list[Service]:
         return [s for s in self.services.values() if s.role == role]

@@ -37,3 +37,17 @@ def missing_series(text: str, required: Iterable[str]) -> list[str]:
     """The required names with no sample on the page, in the order they were asked for."""
     exposed = exposed_series(text)
     return [name for name in required if name not in exposed]
+
+
+def sample_sums(text: str, names: Iterable[str]) -> dict[str, float]:
+    """Each named series' samples added up (all label sets), for the names that have any."""
+    wanted = set(names)
+    sums: dict[str, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in wanted:
+                    sums[sample.name] = sums.get(sample.name, 0.0) + float(sample.value)
+    except ValueError as exc:
+        raise MetricsUnreadable(f"not Prometheus text: {exc}") from exc
+    return sums

@@ -1,32 +1,45 @@
-"""The isolation engine: many users at once, each one's data marked, every payload scanned.
+"""The isolation engine: many users at once, each one's data marked, everything received scanned.
 
 Plain values in, measurements out; nothing here knows pytest. `canary` marks each user's
-data with a unique token and finds other users' tokens in whatever a user receives,
-`accounting` keeps each user's ledger (runs, events, breaches by kind), and `scenario`
-drives the users through an `AppAdapter`'s sessions.
+items with unique tokens, `identities` recognises every form of a user's data (canaries,
+truncated or re-encoded; ids; e-mails) in whatever another user received, `inbox` keeps
+everything each user received on every channel for the whole session, `power` says how rare
+a leak the run could have seen, `roles` draws who cancels, reconnects, fails or floods,
+`cleanup` waits for live resources to return to rest, and the scenarios drive the users
+through an adapter's sessions: `agent_scenario` over streamed agent runs, `rest_scenario`
+over the REST resources users own.
 """
 
-from pytest_apex.isolation.accounting import (
-    Breach,
-    BreachKind,
-    Ledger,
-    ProbeKind,
-    ProbeTally,
-    UserAccount,
+from pytest_apex.isolation.agent_scenario import (
+    AgentScenarioResult,
+    AgentScenarioSpec,
+    run_agent_isolation,
 )
-from pytest_apex.isolation.canary import CanaryBook, Sighting
-from pytest_apex.isolation.scenario import ScenarioResult, ScenarioSpec, run_isolation_scenario
+from pytest_apex.isolation.canary import CanaryBook
+from pytest_apex.isolation.identities import IdentityBook, Sighting
+from pytest_apex.isolation.inbox import Inbox, Leak, Received, ScanResult
+from pytest_apex.isolation.power import detectable_rate
+from pytest_apex.isolation.rest_scenario import (
+    RestScenarioResult,
+    RestScenarioSpec,
+    run_rest_isolation,
+)
+from pytest_apex.isolation.roles import Adversity
 
 __all__ = [
-    "Breach",
-    "BreachKind",
+    "Adversity",
+    "AgentScenarioResult",
+    "AgentScenarioSpec",
     "CanaryBook",
-    "Ledger",
-    "ProbeKind",
-    "ProbeTally",
-    "ScenarioResult",
-    "ScenarioSpec",
+    "IdentityBook",
+    "Inbox",
+    "Leak",
+    "Received",
+    "RestScenarioResult",
+    "RestScenarioSpec",
+    "ScanResult",
     "Sighting",
-    "UserAccount",
-    "run_isolation_scenario",
+    "detectable_rate",
+    "run_agent_isolation",
+    "run_rest_isolation",
 ]

@@ -1,9 +1,14 @@
-"""Canary tokens: one unique token per user, embedded in everything that user sends.
+"""Canary tokens: unique per user *and* per item, placed where truncation keeps them.
 
-Every request text and thread title a user sends carries their canary. Whatever a user
-later receives (events, thread lists, thread bodies) is scanned for canaries: finding
-another user's canary there is a cross-user leak, traceable to its owner. A canary that
-belongs to nobody in this run (a user of an earlier run, say) is a leak too, with an
+A canary is ``apexcanary-`` + 8 hex digits naming the user + 8 hex digits naming the item
+(a thread, a message, a run's request). The user part comes first, so a preview that keeps
+only ``apexcanary-`` and 8 digits still says whose data leaked; the full token says which of
+their items. Everything a user sends starts with one of their canaries (titles, messages,
+requests), because previews and truncation keep the start of a text.
+
+Whatever a user later receives is scanned for canaries (`identities.IdentityBook`): finding
+another user's canary there is a cross-user leak, traceable to its owner and item. A canary
+that belongs to nobody in this run (a user of an earlier run, say) is a leak too, with an
 unknown owner.
 """
 
@@ -16,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 CANARY_PREFIX: Final = "apexcanary-"
+USER_HEX: Final = 8  # digits naming the user: 32 bits tell thousands of users apart
+ITEM_HEX: Final = 8
 CANARY_PATTERN: Final = re.compile(r"apexcanary-[0-9a-f]{16}")
 
 
@@ -46,36 +53,70 @@ class Sighting:
 
 
 class CanaryBook:
-    """The canaries of one run: which user owns which token."""
+    """The canaries of one run: which user owns which token, and which item it marks."""
 
     def __init__(self) -> None:
         self._token_of: dict[int, str] = {}
         self._owner_of: dict[str, int] = {}
+        self._user_part: dict[int, str] = {}
+        self._owner_of_part: dict[str, int] = {}
+        self._label_of: dict[str, str] = {}
+
+    def _part_of(self, owner: int) -> str:
+        part = self._user_part.get(owner)
+        if part is None:
+            part = secrets.token_hex(USER_HEX // 2)
+            while part in self._owner_of_part:  # pragma: no cover - 32 random bits
+                part = secrets.token_hex(USER_HEX // 2)
+            self._user_part[owner] = part
+            self._owner_of_part[part] = owner
+        return part
 
     def issue(self, owner: int) -> str:
         """The canary of user `owner` (issued once; the same token on every later call)."""
         token = self._token_of.get(owner)
         if token is None:
-            token = new_canary()
-            while token in self._owner_of:  # pragma: no cover - 64 random bits
-                token = new_canary()
+            token = self.item(owner, "the user")
             self._token_of[owner] = token
-            self._owner_of[token] = owner
+        return token
+
+    def item(self, owner: int, label: str) -> str:
+        """A new canary for one item of `owner` (`label` says which, e.g. "thread 1")."""
+        part = self._part_of(owner)
+        token = CANARY_PREFIX + part + secrets.token_hex(ITEM_HEX // 2)
+        while token in self._owner_of:  # pragma: no cover - 32 random bits per user
+            token = CANARY_PREFIX + part + secrets.token_hex(ITEM_HEX // 2)
+        self._owner_of[token] = owner
+        self._label_of[token] = label
         return token
 
     def token_of(self, owner: int) -> str:
         return self._token_of[owner]
 
     def owner_of(self, token: str) -> int | None:
-        return self._owner_of.get(token)
+        """Whose canary `token` is: the full token, or a truncation keeping the user part."""
+        owner = self._owner_of.get(token)
+        if owner is None and token.startswith(CANARY_PREFIX):
+            owner = self._owner_of_part.get(token[len(CANARY_PREFIX) :][:USER_HEX])
+        return owner
+
+    def label_of(self, token: str) -> str:
+        return self._label_of.get(token, "")
+
+    def tokens(self) -> dict[str, tuple[int, str]]:
+        """Every token of the run: its owner and label."""
+        return {t: (o, self._label_of.get(t, "")) for t, o in self._owner_of.items()}
+
+    def user_parts(self) -> dict[str, int]:
+        return dict(self._owner_of_part)
 
     def __len__(self) -> int:
-        return len(self._token_of)
+        return len(self._user_part)
 
     def sightings(self, payload: Any) -> list[Sighting]:
         """Every distinct canary in `payload` (any JSON-able value, str or bytes)."""
         found = dict.fromkeys(CANARY_PATTERN.findall(text_of(payload)))
-        return [Sighting(self._owner_of.get(token), token) for token in found]
+        return [Sighting(self.owner_of(token), token) for token in found]
 
     def foreign(self, payload: Any, viewer: int) -> list[Sighting]:
         """The canaries in `payload` that are not `viewer`'s own: each one is a leak."""

@@ -77,7 +77,8 @@ def results_dir(config: pytest.Config) -> Path | None:
     return Path(os.path.abspath(value)) if value else None
 
 
-def _listening() -> bool:
+def listening() -> bool:
+    """Whether Allure results are being written (allure-pytest's listener is on)."""
     # True only while allure-pytest's listener is registered, i.e. with --alluredir.
     return bool(allure_commons.plugin_manager.hook.start_step.get_hookimpls())
 
@@ -97,7 +98,7 @@ def criterion_step(criterion: Criterion) -> None:
     the report shows every breach even for `record`-only criteria; it is broken when the
     criterion could not be judged, with the reason.
     """
-    if not _listening():
+    if not listening():
         return
     unit = f" {criterion.unit}" if criterion.unit else ""
     params = {
@@ -125,7 +126,7 @@ def criterion_step(criterion: Criterion) -> None:
 
 def mark_inconclusive() -> None:
     """Label the current test as inconclusive (`InconclusiveStatus` turns that into a status)."""
-    if _listening():
+    if listening():
         allure.dynamic.label(OUTCOME_LABEL, INCONCLUSIVE)
 
 
@@ -171,7 +172,7 @@ def has_epic(item: pytest.Item) -> bool:
 
 def attach_text(name: str, text: str) -> None:
     """Attach text to the current test (or step), credentials redacted."""
-    if _listening():
+    if listening():
         allure.attach(redact(text), name=name, attachment_type=AttachmentType.TEXT)
 
 
@@ -179,7 +180,7 @@ def attach_service_logs(
     target: Target, services: Iterable[str] | None = None, tail: int = 200
 ) -> None:
     """Attach the last `tail` log lines of each service of `target` (all by default)."""
-    if not _listening():
+    if not listening():
         return
     if services is not None:
         names = list(services)

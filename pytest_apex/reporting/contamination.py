@@ -33,8 +33,8 @@ MARKERS: Final = ("own", "foreign", "late")
 # How each kind of frame looks on the timeline: (matplotlib marker, colour, size, legend).
 _MARKER_STYLE: Final[Mapping[str, tuple[str, str, float, str]]] = {
     "own": ("o", "#9e9e9e", 18.0, "own data"),
-    "foreign": ("X", "#c62828", 70.0, "another user's data"),
-    "late": ("^", "#ef6c00", 50.0, "after the run ended"),
+    "foreign": ("X", "#c62828", 70.0, "another user's data, in a run"),
+    "late": ("^", "#ef6c00", 60.0, "another user's data, outside a run"),
 }
 
 
@@ -115,7 +115,8 @@ def stream_timeline(
 
     Each frame is ``(time, frame type, marker)``: the time in seconds (any origin; drawn
     from the first frame), its type (one row each, in order of first appearance), and
-    ``own``, ``foreign`` (another user's data) or ``late`` (after its run had ended).
+    ``own``, ``foreign`` (another user's data within a run) or ``late`` (another user's
+    data outside any run's window: between runs, after the last one).
     """
     unknown = sorted({m for _, _, m in frames} - set(MARKERS))
     if unknown:

@@ -35,6 +35,9 @@ class ApexSettings:
     # What an inconclusive verdict does to the exit status: "fail" keeps a required CI check
     # red when nothing was proven (`pytest_apex.exitstatus`).
     inconclusive: InconclusivePolicy = "fail"
+    # The seed of the suites' random choices (pairings, who cancels); None: a new one per
+    # run, reported so that the run can be repeated with --apex-seed.
+    seed: int | None = None
     rootdir: Path = Path()
     app: AppDescription = field(default_factory=reference_description)
     # The app's topology to deploy and judge (`--apex-topology`; "" for the base stack).

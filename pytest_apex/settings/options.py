@@ -107,6 +107,14 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="fail|pass",
     )
     option(
+        "--apex-seed",
+        "apex_seed",
+        "seed of the suites' random choices (which users pair up, cancel, reconnect); "
+        "default: a new seed per run, printed and reported so the run can be repeated",
+        "string",
+        metavar="N",
+    )
+    option(
         "--apex-topology",
         "apex_topology",
         "deploy the app as one of the topologies its description names ([app.topologies."
@@ -134,6 +142,7 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         faults=option.apex_faults,
         app=option.apex_app,
         inconclusive=option.apex_inconclusive,
+        seed=option.apex_seed,
         topology=option.apex_topology,
     )
     ini_value: Callable[[str], Any] = config.getini
@@ -150,6 +159,7 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         faults=ini_value("apex_faults") or None,
         app=ini_value("apex_app") or None,
         inconclusive=ini_value("apex_inconclusive") or None,
+        seed=ini_value("apex_seed") or None,
         topology=ini_value("apex_topology") or None,
     )
     return resolve(cli, ini, rootdir=config.rootpath, project_dir=ini_base, environ=os.environ)

@@ -58,6 +58,7 @@ OPTION_KEYS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "faults": ("--apex-faults", "apex_faults"),
         "app": ("--apex-app", "apex_app"),
         "inconclusive": ("--apex-inconclusive", "apex_inconclusive"),
+        "seed": ("--apex-seed", "apex_seed"),
         "topology": ("--apex-topology", "apex_topology"),
     }
 )
@@ -85,6 +86,7 @@ class RawOptions:
     faults: str | None = None
     app: str | None = None
     inconclusive: str | None = None
+    seed: str | None = None
     topology: str | None = None
 
     def key(self, option: str) -> str:
@@ -126,6 +128,16 @@ def _resolve_inconclusive(cli: RawOptions, ini: RawOptions) -> InconclusivePolic
             ", ".join(INCONCLUSIVE_POLICIES),
         )
     return cast(InconclusivePolicy, policy)
+
+
+def _resolve_seed(cli: RawOptions, ini: RawOptions) -> int | None:
+    value, source = _pick("seed", cli, ini)
+    if value is None or not str(value).strip():
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise _error(source.key("seed"), f"not an integer: {value!r}", "an integer") from None
 
 
 def _resolve_urls(cli: RawOptions, ini: RawOptions) -> dict[str, str]:
@@ -301,6 +313,7 @@ def resolve(
         thresholds=Thresholds(overrides, profile=profile, overridden=overrides),
         faults=faults,
         inconclusive=_resolve_inconclusive(cli, ini),
+        seed=_resolve_seed(cli, ini),
         rootdir=rootdir,
         app=app,
         topology=_resolve_topology(cli, ini, app),

@@ -23,107 +23,52 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from dataclasses import replace
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
+import allure
+import httpx
 import pytest
 
 from pytest_apex.app.model import AppDescription
-from pytest_apex.fixtures import AgentRunner, UserMaker
-from pytest_apex.isolation.accounting import BreachKind, ProbeKind
+from pytest_apex.fixtures import UserMaker
+from pytest_apex.health.metrics import sample_sums
+from pytest_apex.isolation.agent_scenario import (
+    AgentScenarioResult,
+    AgentScenarioSpec,
+    run_agent_isolation,
+)
+from pytest_apex.isolation.cleanup import ReadGauges
 from pytest_apex.isolation.database import violations_of_users
+from pytest_apex.isolation.inbox import timeline
 from pytest_apex.isolation.rest_scenario import (
     RestScenarioResult,
     RestScenarioSpec,
     plans_for,
     run_rest_isolation,
 )
-from pytest_apex.isolation.scenario import ScenarioResult, ScenarioSpec, run_isolation_scenario
+from pytest_apex.jsonpath import dig
 from pytest_apex.recording import Check, CriteriaRecorder
+from pytest_apex.reporting.allure import listening as allure_enabled
+from pytest_apex.reporting.contamination import render_contamination_matrix, stream_timeline
 from pytest_apex.settings import ApexSettings, Thresholds
+from pytest_apex.suites.isolation_checks import agent_checks
 
 pytestmark = pytest.mark.isolation
 # The suite's async tests share the session's event loop whatever the project's asyncio
 # settings are: the suite brings what it needs.
 in_session_loop = pytest.mark.asyncio(loop_scope="session")
 
-RUNS_PER_USER: Final = 2  # back to back on one socket: the second run meets the first's leftovers
-PROBES_PER_USER: Final = 3  # other users' threads each user tries to open by id
-RUN_TIMEOUT_S: Final = 20.0  # one run takes about a second at 150 users on the reference stack
+PROBES_PER_USER: Final = 3  # other users' items each user tries to open by id (REST)
+PROBES_PER_ROUND: Final = 2  # other users each user probes per agent round
+# A run that has not ended after this many times the containment threshold is lost.
+RUN_TIMEOUT_FACTOR: Final = 3.0
 DEADLINE_S: Final = 300.0
+DRAIN_S: Final = 3.0  # the quiet window at the end: what arrives now arrives outside every run
 EXAMPLES: Final = 3
-
-
-def breach_check(
-    result: ScenarioResult, thresholds: Thresholds, name: str, kind: BreachKind
-) -> Check:
-    spec = thresholds.spec("isolation_breaches_max")
-    assert spec.op is not None
-    return Check(
-        name,
-        result.ledger.breach_counts()[kind],
-        thresholds.integer("isolation_breaches_max"),
-        spec.op,
-        detail=result.ledger.summary(kind, EXAMPLES),
-    )
-
-
-def events_check(result: ScenarioResult, thresholds: Thresholds) -> Check:
-    """No other user's event on anybody's socket: proven only where events arrived at all."""
-    check = breach_check(result, thresholds, "cross_user_events", "events")
-    received = result.ledger.total("events_received")
-    if check.observed <= check.threshold and received == 0:
-        return replace(check, inconclusive="no user received any event of its own runs")
-    return replace(check, samples=received)
-
-
-def probe_checks(
-    result: ScenarioResult, thresholds: Thresholds, name: str, control: str, kind: ProbeKind
-) -> list[Check]:
-    """Breach criterion `name` of a probe kind, and its positive control `control`:
-    answered >= sent.
-
-    Breaches seen are breaches however many probes went unanswered; no breach seen counts
-    only when every probe was answered (samples = answered, min_samples = sent).
-    """
-    tally = result.ledger.probes(kind)
-    unanswered = result.ledger.probe_summary(kind, EXAMPLES)
-    breaches = breach_check(result, thresholds, name, kind)
-    if breaches.observed <= breaches.threshold:
-        breaches = replace(
-            breaches,
-            samples=tally.answered,
-            min_samples=tally.sent,
-            detail="; ".join(filter(None, [breaches.detail, unanswered])),
-        )
-    answered = Check(
-        control,
-        tally.answered,
-        tally.sent,
-        ">=",
-        unit="probes",
-        detail=unanswered,
-        inconclusive="" if tally.sent else "no probe was sent",
-    )
-    return [answered, breaches]
-
-
-def incomplete_runs(result: ScenarioResult) -> str:
-    """Which users' runs did not complete, in words (a few), with any errors and notes."""
-    short = [
-        f"{a.label} completed {a.runs_completed}/{RUNS_PER_USER} runs "
-        f"({a.events_received}/{a.events_expected} events)"
-        for a in result.ledger.accounts.values()
-        if a.runs_completed < RUNS_PER_USER
-    ]
-    parts = []
-    if short:
-        parts.append(f"{len(short)} users short, e.g. " + "; ".join(short[:EXAMPLES]))
-    errors = result.ledger.errors()
-    if errors:
-        parts.append(f"{len(errors)} errors, e.g. " + "; ".join(errors[:EXAMPLES]))
-    parts.extend(result.notes)
-    return "; ".join(parts)
+GAUGE_TIMEOUT_S: Final = 10.0
 
 
 def postgres_dsn(request: pytest.FixtureRequest) -> tuple[str | None, str]:
@@ -134,24 +79,122 @@ def postgres_dsn(request: pytest.FixtureRequest) -> tuple[str | None, str]:
         return None, str(exc)
 
 
+async def live_limit(app: AppDescription, endpoints: Mapping[str, str], setting: str) -> int:
+    """One of the app's limits (`limits` in its description): the running service's value
+    from its config route, else the promised one; 0 when the description names none."""
+    found = app.setting(setting) if setting else None
+    if found is None:
+        return 0
+    service, promised = found
+    value: object = promised.expect
+    url = endpoints.get(service.name)
+    if url and service.config is not None:
+        try:
+            async with httpx.AsyncClient(timeout=GAUGE_TIMEOUT_S) as client:
+                answer = await client.get(url + service.config.path)
+            if answer.is_success:
+                found_value = dig(answer.json(), promised.at)
+                value = value if found_value is None else found_value
+        except (httpx.HTTPError, ValueError):
+            pass  # the promised value still says where the limit should be
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
+
+
+def gauges_reader(app: AppDescription, endpoints: Mapping[str, str]) -> ReadGauges | None:
+    """Reads the described gauges of live resources (`metrics.at_rest`), summed over every
+    service that has them; None when the app describes none."""
+    routes = [
+        (endpoints[s.name] + s.metrics.path, s.metrics.at_rest)
+        for s in app.services.values()
+        if s.metrics is not None and s.metrics.at_rest and s.name in endpoints
+    ]
+    if not routes:
+        return None
+
+    async def read() -> dict[str, float]:
+        totals: dict[str, float] = {}
+        async with httpx.AsyncClient(timeout=GAUGE_TIMEOUT_S) as client:
+            for url, names in routes:
+                answer = await client.get(url)
+                answer.raise_for_status()
+                for name, value in sample_sums(answer.text, names).items():
+                    totals[name] = totals.get(name, 0.0) + value
+                missing = set(names) - set(totals)
+                if missing:
+                    raise ValueError(f"{url} has no series {', '.join(sorted(missing))}")
+        return totals
+
+    return read
+
+
+def no_gauges(app: AppDescription, endpoints: Mapping[str, str]) -> str:
+    described = [s.name for s in app.services.values() if s.metrics and s.metrics.at_rest]
+    if not described:
+        return f"{app.name} describes none (metrics.at_rest)"
+    return f"no endpoint for {', '.join(described)}, whose metrics hold them"
+
+
+def attach_contamination(result: AgentScenarioResult, tmp_path: Path) -> None:
+    """The user-by-user contamination matrix and the timeline of a breached stream (Allure)."""
+    if not allure_enabled():
+        return
+    labels = [result.labels.get(i, str(i)) for i in sorted(result.labels)]
+    index_of = {u: n for n, u in enumerate(sorted(result.labels))}
+    counts = {
+        (index_of[v], index_of[o]): c
+        for (v, o), c in result.scan.matrix().items()
+        if v in index_of and o in index_of
+    }
+    matrix = render_contamination_matrix(
+        labels, counts, tmp_path / "contamination.png", title="who received whose data"
+    )
+    allure.attach.file(
+        str(matrix), name="contamination matrix", attachment_type=allure.attachment_type.PNG
+    )
+    if result.scan.leaks:
+        viewer = result.scan.leaks[0].viewer
+        leaks = [leak for leak in result.scan.leaks if leak.viewer == viewer]
+        rows = timeline(result.inbox.of(viewer), leaks)
+        picture = stream_timeline(rows, tmp_path / "timeline.png")
+        allure.attach.file(
+            str(picture),
+            name=f"stream of {result.labels.get(viewer, viewer)}",
+            attachment_type=allure.attachment_type.PNG,
+        )
+
+
 @in_session_loop
 async def test_concurrent_users_never_see_each_others_data(
     apex_criteria: CriteriaRecorder,
     apex_new_user: UserMaker,
-    apex_run_agent: AgentRunner,
     apex_settings: ApexSettings,
     apex_app: AppDescription,
+    apex_endpoints: dict[str, str],
     request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> None:
     if not apex_app.capabilities.agent_runs:
         pytest.skip(f"{apex_app.name} runs no agent (capabilities.agent_runs); see the REST test")
     thresholds = apex_settings.thresholds
     users = thresholds.integer("concurrent_users_min")
-    spec = ScenarioSpec(
+    seed = apex_settings.seed if apex_settings.seed is not None else secrets.randbelow(2**31)
+    limits = apex_app.limits
+    spec = AgentScenarioSpec(
         users=users,
-        runs_per_user=RUNS_PER_USER,
-        probes_per_user=PROBES_PER_USER,
-        run_timeout_s=RUN_TIMEOUT_S,
+        rounds=thresholds.integer("isolation_rounds"),
+        seed=seed,
+        probes_per_round=PROBES_PER_ROUND,
+        runs_in_flight_limit=await live_limit(apex_app, apex_endpoints, limits.runs_in_flight),
+        sockets_per_user_limit=await live_limit(apex_app, apex_endpoints, limits.sockets_per_user),
+        rate_limit_per_minute=await live_limit(
+            apex_app, apex_endpoints, limits.messages_per_minute
+        ),
+        run_timeout_s=RUN_TIMEOUT_FACTOR * thresholds.seconds("isolation_run_p95_s_max"),
+        drain_s=DRAIN_S,
+        cleanup_timeout_s=thresholds.seconds("isolation_cleanup_s_max") + 5,
         deadline_s=DEADLINE_S,
     )
 
@@ -162,54 +205,37 @@ async def test_concurrent_users_never_see_each_others_data(
         )
         return list(made)
 
-    result = await run_isolation_scenario(spec, make_users, apex_run_agent)
-    measurements = result.measurements()
+    gauges = gauges_reader(apex_app, apex_endpoints)
+    result = await run_agent_isolation(spec, make_users, gauges)
+    if gauges is None:
+        result.notes.append(no_gauges(apex_app, apex_endpoints))
+    measurements = {
+        "seed": seed,
+        "users": result.simultaneous,
+        "runs": len(result.runs),
+        "peak_runs_in_flight": result.peak_runs_in_flight,
+        "socket_frames": result.scan.checked["socket"],
+        "rest_bodies": result.scan.checked["rest"],
+        "leaks": len(result.scan.leaks),
+        "probes": len(result.probes),
+        "sockets_opened": result.sockets_opened,
+        "sockets_refused": result.sockets_refused,
+        "wall_s": round(result.wall_seconds, 1),
+    }
     request.node.user_properties.append(("isolation", json.dumps(measurements)))
-    print(f"\nisolation: {measurements}")
-
-    users_spec = thresholds.spec("concurrent_users_min")
-    assert users_spec.op is not None
-    checks = [
-        # Users served at once: logged in, thread and socket ready, released by one barrier.
-        Check(
-            users_spec.criterion,
-            result.simultaneous,
-            users,
-            users_spec.op,
-            unit=users_spec.unit,
-            detail=incomplete_runs(result),
-        ),
-        events_check(result, thresholds),
-        *probe_checks(
-            result,
-            thresholds,
-            "cross_user_thread_lists",
-            "thread_list_probes_answered",
-            "thread_lists",
-        ),
-        *probe_checks(
-            result,
-            thresholds,
-            "cross_user_thread_access",
-            "thread_access_probes_answered",
-            "thread_access",
-        ),
-        Check(
-            "runs_completed",
-            result.runs_completed,
-            result.simultaneous * RUNS_PER_USER,
-            ">=",
-            unit="runs",
-            detail=incomplete_runs(result),
-        ),
-    ]
+    print(f"\nisolation (repeat with --apex-seed={seed}): {measurements}")
+    attach_contamination(result, tmp_path)
+    checks = agent_checks(result, thresholds, users)
     if apex_app.database is not None and apex_app.database.violations_query:
-        checks.append(await database_check(result, thresholds, request))
+        checks.append(await database_check(result.user_ids, result.labels, thresholds, request))
     apex_criteria.judge(checks)
 
 
 async def database_check(
-    result: ScenarioResult, thresholds: Thresholds, request: pytest.FixtureRequest
+    user_ids: Sequence[str],
+    labels: Mapping[int, str],
+    thresholds: Thresholds,
+    request: pytest.FixtureRequest,
 ) -> Check:
     """Agent instances recorded under more than one of this run's users (inconclusive when
     the database cannot be reached: a dependency of the check, not of the app)."""
@@ -225,12 +251,12 @@ async def database_check(
             breaches.op,
             inconclusive=f"the database check did not run: {no_database}",
         )
-    rows = await violations_of_users(dsn, result.user_ids)
-    labels = {a.user_id: a.label for a in result.ledger.accounts.values()}
+    rows = await violations_of_users(dsn, list(user_ids))
+    label_of = {user_ids[i]: labels.get(i, "") for i in range(len(user_ids))}
     described = [
         f"agent instance {str(r['agent_instance_id'])[:8]}… served "
         f"{r['user_count']} users ({r['run_count']} runs), e.g. "
-        + ", ".join(labels.get(u, "a user outside this run") for u in r["user_ids"][:EXAMPLES])
+        + ", ".join(label_of.get(u) or "a user outside this run" for u in r["user_ids"][:EXAMPLES])
         for r in rows[:EXAMPLES]
     ]
     return Check(

@@ -1,232 +1,272 @@
-"""The isolation engine's pure parts: canaries found where they leak, breaches counted right."""
+"""The isolation engine on its own: canaries, identities in every form, the inbox and its
+scan, detection power, roles, cleanup, and the streaming scenario against an in-process app
+with bugs of every kind the engine has to catch without being told about them."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+import random
 from typing import Any
 
 import pytest
 
-from pytest_apex.isolation.accounting import EVENTS_PER_RUN, Ledger
+from pytest_apex.criteria import Criterion
+from pytest_apex.isolation.agent_scenario import AgentScenarioSpec, run_agent_isolation
 from pytest_apex.isolation.canary import CANARY_PATTERN, CanaryBook, new_canary, redact_canary
-from pytest_apex.isolation.scenario import ScenarioSpec, run_isolation_scenario
-from tests.plugin.fake_users import FakeWorld, event, run_of
+from pytest_apex.isolation.cleanup import wait_for_rest
+from pytest_apex.isolation.identities import IdentityBook
+from pytest_apex.isolation.inbox import BETWEEN, DRAIN, IN_RUN, Inbox, Received
+from pytest_apex.isolation.power import describe, detectable_rate, one_in
+from pytest_apex.isolation.roles import Adversity, assign, pairings
+from pytest_apex.settings import Thresholds
+from pytest_apex.suites.isolation_checks import agent_checks
+from tests.plugin.fake_stream import fake_world
+
+# --- canaries -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def ledger() -> Ledger:
+def test_canaries_are_unique_per_user_and_item_and_name_their_owner_when_truncated() -> None:
     book = CanaryBook()
-    ledger = Ledger(book)
-    for index in range(3):
-        book.issue(index)
-        ledger.add_user(index, f"uid-{index}", f"user{index}")
-        ledger.add_thread(index, f"thread-{index}")
-    return ledger
+    alice, bob = book.issue(0), book.issue(1)
+    thread = book.item(0, "thread")
+    assert CANARY_PATTERN.fullmatch(alice)
+    assert CANARY_PATTERN.fullmatch(thread)
+    assert len({alice, bob, thread}) == 3
+    assert thread[:19] == alice[:19]  # the user part comes first: previews keep it
+    assert book.owner_of(thread[:19]) == 0
+    assert book.owner_of(bob) == 1
+    assert book.label_of(thread) == "thread"
+    assert book.issue(0) == alice
+    assert redact_canary(new_canary()).endswith("…")
 
 
-# --- canaries -----------------------------------------------------------------------------
+# --- identities -----------------------------------------------------------------------------
 
 
-def test_canaries_are_unique_and_match_their_pattern() -> None:
-    tokens = {new_canary() for _ in range(1000)}
-    assert len(tokens) == 1000
-    assert all(CANARY_PATTERN.fullmatch(t) for t in tokens)
-    assert "…" in redact_canary(next(iter(tokens)))
-    assert len(redact_canary(next(iter(tokens)))) < len(next(iter(tokens)))
+def _book() -> tuple[IdentityBook, CanaryBook]:
+    canaries = CanaryBook()
+    book = IdentityBook()
+    for user in (0, 1):
+        book.add(user, canaries.issue(user), "canary", "the user")
+        book.add(user, f"4{user}aaaaaa-0000-4000-8000-00000000000{user}", "user_id")
+        book.add(user, f"user{user}@example.test", "username")
+    return book, canaries
 
 
-def test_a_book_issues_one_canary_per_user_and_knows_its_owner() -> None:
-    book = CanaryBook()
-    first = book.issue(0)
-    assert book.issue(0) == first
-    second = book.issue(1)
-    assert first != second
-    assert (book.owner_of(first), book.owner_of(second), len(book)) == (0, 1, 2)
-
-
-def test_scanning_finds_other_users_canaries_anywhere_in_a_payload() -> None:
-    book = CanaryBook()
-    mine, theirs = book.issue(0), book.issue(1)
-    payload = {"a": [{"deep": f"text {theirs} and {mine}"}], "b": f"again {theirs}"}
-    assert [s.owner for s in book.sightings(payload)] == [1, 0]  # distinct, in order
-    assert [s.owner for s in book.foreign(payload, viewer=0)] == [1]
-    assert book.foreign({"only": mine}, viewer=0) == []
-    assert book.foreign(f"raw {theirs}".encode(), viewer=0)[0].owner == 1
-
-
-def test_an_unknown_canary_is_a_leak_of_unknown_owner() -> None:
-    book = CanaryBook()
-    book.issue(0)
-    stranger = new_canary()  # a user of another run
-    [sighting] = book.foreign([stranger], viewer=0)
-    assert sighting.owner is None
-    assert sighting.token == stranger
-
-
-# --- accounting -----------------------------------------------------------------------------
-
-
-def test_clean_runs_count_expected_events_and_no_breach(ledger: Ledger) -> None:
-    canary = ledger.book.token_of(0)
-    ledger.record_run(0, run_of("r1", "uid-0", f"request {canary}"))
-    ledger.record_run(0, run_of("r2", "uid-0", f"request {canary}", complete=False))
-    account = ledger.accounts[0]
-    assert (account.runs_started, account.runs_completed) == (2, 1)
-    assert account.events_expected == 2 * EVENTS_PER_RUN
-    assert account.events_received == EVENTS_PER_RUN + 2
-    assert ledger.breach_counts() == {"events": 0, "thread_lists": 0, "thread_access": 0}
-    assert ledger.summary("events") == ""
-
-
-def test_foreign_events_are_breaches_attributed_to_their_owner(ledger: Ledger) -> None:
-    mine, theirs = ledger.book.token_of(0), ledger.book.token_of(1)
-    run = run_of("r1", "uid-0", f"request {mine}")
-    # shared_context: user 1's text arrives under user 0's id; broadcast: user 2's own event.
-    run.foreign = [
-        event("agent_thinking", "r9", "uid-0", f"request {theirs}"),
-        event("agent_started", "r8", "uid-2", "no canary here"),
-        event("agent_started", "r0", "uid-0", f"an earlier run of mine {mine}"),
-    ]
-    ledger.record_run(0, run)
-    assert ledger.accounts[0].foreign_events == 3
-    breaches = ledger.breaches
-    assert [(b.kind, b.viewer, b.owner) for b in breaches] == [
-        ("events", 0, 1),
-        ("events", 0, 2),
-    ]
-    summary = ledger.summary("events")
-    assert summary.startswith("2 breaches: 1 users saw data of 2 others")
-    assert "user0 saw data of user1" in summary
-    assert "user0 saw data of user2" in summary
-    assert "apexcanary-" not in summary
-
-
-def test_another_users_canary_inside_an_own_event_is_a_breach(ledger: Ledger) -> None:
-    theirs = ledger.book.token_of(2)
-    ledger.record_run(1, run_of("r1", "uid-1", f"mixed with {theirs}"))
-    assert [(b.viewer, b.owner) for b in ledger.breaches] == [(1, 2)] * (EVENTS_PER_RUN)
-    assert ledger.examples("events") == ["user1 saw data of user2 (their canary in run r1…)"]
-
-
-def test_thread_lists_breach_on_foreign_ids_owners_or_canaries(ledger: Ledger) -> None:
-    ledger.record_thread_list(0, [{"id": "thread-0", "user_id": "uid-0"}])
-    assert ledger.breaches == []
-    ledger.record_thread_list(
-        0,
-        [
-            {"id": "thread-0", "user_id": "uid-0"},
-            {"id": "thread-1", "user_id": "uid-1"},  # a known thread of user 1
-            {"id": "x", "user_id": "uid-2"},  # someone else's by owner
-            {"id": "y", "title": ledger.book.token_of(2)},  # by canary only
-            {"id": "z", "user_id": "uid-from-elsewhere"},  # a user outside the run
-        ],
+@pytest.mark.parametrize(
+    "form",
+    [
+        lambda c, _u, _e: c,  # whole
+        lambda c, _u, _e: c[:19] + "…",  # truncated to the user part
+        lambda c, _u, _e: c.upper(),  # re-cased
+        lambda c, _u, _e: c.replace("-", "%2D"),  # URL-escaped
+        lambda c, _u, _e: c.replace("-", "\\u002d"),  # JSON-escaped
+        lambda _c, u, _e: f"owner {u}",  # another user's id in a sentence
+        lambda _c, _u, e: e.replace("@", "%40"),  # their e-mail, URL-escaped
+    ],
+)
+def test_another_users_data_is_recognised_in_every_form(form: Any) -> None:
+    book, canaries = _book()
+    text = json.dumps({"nested": {"preview": "x"}}).replace(
+        '"x"',
+        json.dumps(
+            form(canaries.issue(1), "41aaaaaa-0000-4000-8000-000000000001", "user1@example.test")
+        ),
     )
-    assert [b.owner for b in ledger.breaches] == [1, 2, 2, None]
-    assert ledger.accounts[0].probes_answered == 2
-    assert "a user outside this run" in ledger.summary("thread_lists", limit=10)
+    seen = book.scan(text, viewer=0)
+    assert [s.owner for s in seen] == [1], (text, seen)
+    assert seen[0].where == "$.nested.preview"
+    assert book.scan(text, viewer=1) == []  # the owner's own data is no leak
 
 
-def test_thread_access_refused_is_fine_anything_else_is_a_breach_or_an_error(
-    ledger: Ledger,
-) -> None:
-    ledger.record_thread_access(0, 1, 404, {"detail": "not found"})
-    ledger.record_thread_access(0, 1, 403, {})
-    assert ledger.breaches == []
-    ledger.record_thread_access(0, 1, 200, {"id": "thread-1", "title": ledger.book.token_of(1)})
-    ledger.record_thread_access(0, 2, 404, {"title": ledger.book.token_of(2)})  # leaks anyway
-    ledger.record_thread_access(0, 2, 500, {})
-    assert [(b.kind, b.owner) for b in ledger.breaches] == [
-        ("thread_access", 1),
-        ("thread_access", 2),
+def test_numbers_count_only_under_id_keys_and_echoed_values_are_not_leaks() -> None:
+    book = IdentityBook()
+    book.add(1, 42, "item_id")
+    assert [s.kind for s in book.scan('{"owner_id": 42}', viewer=0)] == ["item_id"]
+    assert book.scan('{"total": 42}', viewer=0) == []
+    url = "http://app/api/items/42"
+    assert book.scan('{"detail": "item 42 not found", "id": 42}', 0, echoed=(url,)) == []
+
+
+# --- the inbox and its scan -----------------------------------------------------------------
+
+
+def test_the_scan_names_viewer_owner_channel_frame_and_phase() -> None:
+    book, canaries = _book()
+    inbox = Inbox()
+    inbox.add(
+        Received(
+            0,
+            "socket",
+            1.0,
+            json.dumps({"type": "heartbeat"}),
+            "socket 1, frame 1",
+            "heartbeat",
+            BETWEEN,
+        )
+    )
+    leak = json.dumps({"type": "run_summary", "payload": {"summary": canaries.issue(1)[:24]}})
+    inbox.add(Received(0, "socket", 2.5, leak, "socket 1, frame 2", "run_summary", DRAIN))
+    inbox.add(
+        Received(
+            1, "rest", 3.0, json.dumps([{"t": canaries.issue(1)}]), "GET /x [200]", "list", IN_RUN
+        )
+    )
+    result = inbox.scan(book)
+    assert result.checked == {"socket": 2, "rest": 1}
+    assert len(result.leaks) == 1
+    assert result.late_leaks == result.leaks
+    words = result.leaks[0].describe({0: "user0", 1: "user1"})
+    assert "user0 received data of user1" in words
+    assert "socket 1, frame 2" in words
+    assert "run_summary" in words
+    assert "drain" in words
+    assert "apexcanary-" not in words  # a report never hands a canary on
+    assert result.matrix() == {(0, 1): 1}
+
+
+# --- detection power ------------------------------------------------------------------------
+
+
+def test_detection_power_follows_the_rule_of_three() -> None:
+    assert math.isnan(detectable_rate(0))
+    assert detectable_rate(1) == pytest.approx(0.95)
+    assert detectable_rate(30_000) == pytest.approx(3 / 30_000, rel=0.01)
+    assert one_in(detectable_rate(2_000)) == 668
+    assert "1 of 668" in describe(2_000)
+
+
+# --- roles ----------------------------------------------------------------------------------
+
+
+def test_roles_are_seeded_every_path_is_taken_and_most_users_stay_calm() -> None:
+    users = list(range(30))
+    first = assign(users, Adversity(), random.Random(7))
+    assert first == assign(users, Adversity(), random.Random(7))
+    counts = {role: list(first.values()).count(role) for role in set(first.values())}
+    assert counts["cancel"] == 6
+    assert counts["reconnect"] == 4
+    assert counts["fail"] == 3
+    assert counts["rate_limit"] == 1
+    assert counts["calm"] == 16
+    assert set(assign(users, None, random.Random(7)).values()) == {"calm"}
+    pairs = pairings(users, 2, random.Random(3))
+    assert all(len(p) == 2 and u not in p for u, p in pairs.items())
+    with pytest.raises(ValueError, match="calm"):
+        Adversity(cancel=0.5, reconnect=0.5)
+
+
+# --- cleanup --------------------------------------------------------------------------------
+
+
+def test_cleanup_waits_for_the_baseline_and_reports_what_stayed() -> None:
+    readings = iter([{"live": 5.0}, {"live": 1.0}, {"live": 0.0}, {"live": 0.0}])
+
+    async def read() -> dict[str, float]:
+        return next(readings, {"live": 0.0})
+
+    done = asyncio.run(wait_for_rest(read, {"live": 0.0}, 5, interval_s=0.001))
+    assert not math.isnan(done.seconds)
+
+    async def stuck() -> dict[str, float]:
+        return {"live": 3.0}
+
+    never = asyncio.run(wait_for_rest(stuck, {"live": 0.0}, 0.05, interval_s=0.01))
+    assert math.isnan(never.seconds)
+    assert never.stuck == {"live": 3.0}
+
+
+# --- the scenario against an in-process app -------------------------------------------------
+
+SPEC = {
+    "users": 12,
+    "rounds": 3,
+    "seed": 5,
+    "drain_s": 0.1,
+    "run_timeout_s": 5,
+    "cleanup_timeout_s": 2,
+}
+THRESHOLDS = Thresholds(
+    {
+        "concurrent_users_min": 12,
+        "isolation_detectable_leak_rate_max": 0.05,
+        "isolation_cleanup_s_max": 2,
+    }
+)
+
+
+def _run(bugs: frozenset[str] = frozenset(), **spec: Any) -> tuple[Any, dict[str, Any]]:
+    _app, make_users, gauges = fake_world(bugs)
+    result = asyncio.run(
+        run_agent_isolation(
+            AgentScenarioSpec(
+                **{**SPEC, **spec}, sockets_per_user_limit=3, rate_limit_per_minute=100
+            ),
+            make_users,
+            gauges,
+        )
+    )
+    checks = {c.name: c for c in agent_checks(result, THRESHOLDS, spec.get("users", 12))}
+    return result, checks
+
+
+def _failed(checks: dict[str, Any]) -> set[str]:
+    """Criteria that did not pass (failed or inconclusive), judged as the recorder would."""
+    return {
+        name
+        for name, c in checks.items()
+        if Criterion(
+            "isolation",
+            name,
+            c.observed,
+            c.threshold,
+            c.op,
+            samples=c.samples,
+            min_samples=c.min_samples,
+            inconclusive=c.inconclusive,
+        ).outcome
+        != "pass"
+    }
+
+
+def test_a_clean_app_passes_every_criterion_and_every_path_was_taken() -> None:
+    result, checks = _run()
+    assert _failed(checks) == set(), {
+        n: (c.observed, c.detail, c.inconclusive) for n, c in checks.items()
+    }
+    roles = {r.role for r in result.runs}
+    assert roles == {"calm", "cancel", "reconnect", "fail", "rate_limit"}
+    assert result.scan.checked["socket"] > 100
+    assert result.scan.checked["rest"] > 50
+    assert result.sockets_refused >= 1  # the socket past the cap was closed by the app
+    assert {r.outcome for r in result.runs if r.role == "fail"} == {"failed"}
+    assert result.peak_runs_in_flight >= 12 * 2  # the burst round
+
+
+@pytest.mark.parametrize(
+    ("bug", "must_fail"),
+    [
+        ("late_summary", {"late_foreign_frames", "cross_user_identities"}),
+        ("error_echo", {"cross_user_events"}),
+        ("broadcast", {"cross_user_events", "cross_user_identities"}),
+        ("list_leak", {"cross_user_rest"}),
+        ("serve_probes", {"cross_user_access"}),
+        ("identity_in_error", {"cross_user_identities"}),
+    ],
+)
+def test_each_kind_of_leak_fails_its_criterion(bug: str, must_fail: set[str]) -> None:
+    _result, checks = _run(frozenset({bug}))
+    failed = _failed(checks)
+    assert must_fail <= failed, (bug, {n: checks[n].detail for n in failed})
+    for name in must_fail - {"cross_user_access"}:
+        assert "saw data of" in checks[name].detail, checks[name].detail
+
+
+def test_the_seed_makes_the_run_reproducible() -> None:
+    first, _ = _run(seed=11)
+    second, _ = _run(seed=11)
+    assert [(r.user, r.round, r.role) for r in first.runs] == [
+        (r.user, r.round, r.role) for r in second.runs
     ]
-    assert ledger.errors() == ["user0: GET another user's thread answered 500"]
-
-
-# --- the scenario against in-memory users ------------------------------------------------------
-
-
-def scenario(users: int, **world_flags: Any) -> Any:
-    world = FakeWorld(users, **world_flags)
-    spec = ScenarioSpec(users=users, runs_per_user=2, probes_per_user=2, deadline_s=30)
-    result = asyncio.run(run_isolation_scenario(spec, world.make_users, world.run_agent))
-    return result, world.state, world.sessions
-
-
-def test_the_scenario_on_isolated_users_measures_everything_and_finds_nothing() -> None:
-    result, world, _ = scenario(6)
-    assert world["peak"] == 6  # the barrier released everyone together
-    m = result.measurements()
-    assert (m["simultaneous"], m["runs_expected"], m["runs_completed"]) == (6, 12, 12)
-    assert (m["events_expected"], m["events_received"], m["foreign_events"]) == (60, 60, 0)
-    assert result.ledger.breach_counts() == {"events": 0, "thread_lists": 0, "thread_access": 0}
-    assert sum(a.probes_answered for a in result.ledger.accounts.values()) == 6 * 3
-    assert m["p95_s"] == pytest.approx(1.5, rel=0.01)
-
-
-def test_the_scenario_catches_unscoped_lists_and_idor() -> None:
-    result, _, _ = scenario(4, unscoped=True, idor=True)
-    counts = result.ledger.breach_counts()
-    assert counts["thread_lists"] == 4 * 3  # everyone sees the 3 others' threads
-    assert counts["thread_access"] == 4 * 2  # every probe opened a foreign thread
-    assert counts["events"] == 0
-
-
-def test_the_scenario_catches_events_delivered_to_the_wrong_user() -> None:
-    result, _, _ = scenario(3, broadcast=True)
-    breaches = [b for b in result.ledger.breaches if b.kind == "events"]
-    assert breaches
-    assert all(b.owner is not None and b.owner != b.viewer for b in breaches)
-    assert result.runs_completed == 6  # the runs themselves were fine: only delivery leaked
-
-
-def test_a_spec_refuses_a_run_that_could_not_show_anything() -> None:
-    with pytest.raises(ValueError, match="at least 2 users"):
-        ScenarioSpec(users=1)
-    with pytest.raises(ValueError, match="runs_per_user"):
-        ScenarioSpec(users=2, runs_per_user=0)
-
-
-def test_probes_answered_500_are_sent_but_unanswered_never_clean() -> None:
-    result, _, _ = scenario(4, server_errors=True)
-    ledger = result.ledger
-    lists, access = ledger.probes("thread_lists"), ledger.probes("thread_access")
-    assert (lists.sent, lists.answered, len(lists.unanswered)) == (4, 0, 4)
-    assert (access.sent, access.answered, len(access.unanswered)) == (8, 0, 8)
-    assert ledger.breach_counts() == {"events": 0, "thread_lists": 0, "thread_access": 0}
-    summary = ledger.probe_summary("thread_lists")
-    assert summary.startswith("4 of 4 probes unanswered: 4 errors, e.g. user0 <user0@apex.test>: ")
-    assert "listing threads raised ServerError: Server error '500" in summary
-    assert ledger.probe_summary("thread_access").startswith("8 of 8 probes unanswered")
-    assert "answered 500" in ledger.probe_summary("thread_access")
-    m = result.measurements()
-    assert (m["thread_access_probes_sent"], m["thread_access_probes_answered"]) == (8, 0)
-    assert (m["thread_list_probes_sent"], m["thread_list_probes_answered"]) == (4, 0)
-
-
-def test_a_probe_cut_off_by_the_deadline_counts_as_unanswered(ledger: Ledger) -> None:
-    ledger.probe_sent(0, "thread_access")
-    ledger.probe_sent(0, "thread_access")
-    ledger.record_thread_access(0, 1, 404, {})
-    tally = ledger.probes("thread_access")
-    assert (tally.sent, tally.answered, tally.silent) == (2, 1, 1)
-    assert ledger.probe_summary("thread_access") == (
-        "1 of 2 probes unanswered: 1 still running at the deadline"
-    )
-    assert ledger.probe_summary("thread_lists") == ""
-
-
-def test_a_user_the_app_failed_to_log_in_is_counted_and_the_others_run() -> None:
-    world = FakeWorld(5)
-
-    async def make_users(count: int) -> list[Any]:
-        made: list[Any] = list(await world.make_users(count))
-        made[2] = RuntimeError("sign-up answered 500: database is locked")
-        return made
-
-    spec = ScenarioSpec(users=5, runs_per_user=1, probes_per_user=1)
-    result = asyncio.run(run_isolation_scenario(spec, make_users, world.run_agent))
-    assert result.simultaneous == 4
-    assert result.runs_completed == 4
-    assert any(
-        "1 of 5 users could not log in" in n and "database is locked" in n for n in result.notes
-    )

@@ -1,0 +1,655 @@
+"""The streaming isolation scenario: many users at once, every socket read for its whole life.
+
+1. Every user logs in, gets a canary (one per item: their thread, each run's request), creates
+   a thread titled with it and opens a socket whose every frame goes to the inbox.
+2. Rounds, each released by a barrier so that all users act at the same moment:
+   - round 0 is calm (the baseline); in the later rounds a seeded share of users cancels its
+     run mid-stream, reconnects mid-run, sends a request that makes its agent fail, or
+     floods a second socket past the rate limit and opens more sockets than the app allows;
+   - every user starts a run, lists its threads (every page, at the default page size and at
+     1) and reads its own thread while the run streams, then reads the run's status;
+   - every user probes other users (a new pairing each round): reads the status of their
+     run, cancels it, starts a run on their thread, reads their thread. Each probe must be
+     refused; one that is served is a breach, one that gets no answer proves nothing.
+3. A burst round pushes the runs in flight past the app's own limit (when it says it has one),
+   so the overflow path runs too.
+4. A quiet drain window with every socket still open, then the sockets close, and the app's
+   gauges of live resources must fall back to their baseline.
+
+Only then is everything scanned (`inbox`), with every identity of every user known. Every
+step is bounded (runs, probes, each wait's timeout, an overall deadline); whatever a user's
+action raises is counted with an example and the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from hdrh.histogram import HdrHistogram
+
+from pytest_apex.adapters.base import AgentStream, RunSignal, StreamingAgentSession
+from pytest_apex.isolation.canary import CanaryBook
+from pytest_apex.isolation.cleanup import CleanupResult, ReadGauges, wait_for_rest
+from pytest_apex.isolation.identities import IdentityBook
+from pytest_apex.isolation.inbox import (
+    AFTER_RECONNECT,
+    BETWEEN,
+    DRAIN,
+    IN_RUN,
+    Inbox,
+    Received,
+    ScanResult,
+)
+from pytest_apex.isolation.roles import Adversity, Role, assign, pairings
+
+MakeUsers = Callable[[int], Awaitable[Sequence[StreamingAgentSession | BaseException]]]
+ProbeKind = Literal["run_status", "cancel_run", "start_on_thread", "read_thread"]
+PROBE_KINDS: Final[tuple[ProbeKind, ...]] = (
+    "run_status",
+    "cancel_run",
+    "start_on_thread",
+    "read_thread",
+)
+ProbeOutcome = Literal["refused", "served", "unanswered"]
+_HISTOGRAM_MAX_MS: Final = 3_600_000
+BURST_ROUND: Final = -1
+
+
+@dataclass(frozen=True)
+class AgentScenarioSpec:
+    """How many users do what, and how long anything may take."""
+
+    users: int
+    rounds: int = 3  # round 0 calm, the others with adversity
+    seed: int = 0
+    adversity: Adversity = field(default_factory=Adversity)
+    probes_per_round: int = 2  # other users each user probes per round
+    # The app's own limits, where its description or configuration reveals them (0: unknown).
+    runs_in_flight_limit: int = 0
+    sockets_per_user_limit: int = 0
+    rate_limit_per_minute: int = 0
+    burst: bool = True
+    run_timeout_s: float = 30.0
+    setup_timeout_s: float = 120.0
+    drain_s: float = 3.0
+    cleanup_timeout_s: float = 30.0
+    deadline_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.users < 2:
+            raise ValueError(f"isolation needs at least 2 users, got {self.users}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+
+    @property
+    def burst_runs_per_user(self) -> int:
+        """Runs each user starts at once in the burst round: past the app's limit in sum."""
+        if not self.burst:
+            return 0
+        if self.runs_in_flight_limit <= 0:
+            return 2
+        target = self.runs_in_flight_limit + max(10, self.runs_in_flight_limit // 5)
+        return max(2, math.ceil(target / self.users))
+
+
+@dataclass
+class RunRecord:
+    """One run a user asked for, as the user saw it."""
+
+    user: int
+    round: int
+    role: Role
+    key: str
+    canary: str
+    sent_at: float
+    run_id: str = ""
+    outcome: str = ""  # completed | failed | cancelled | refused | timeout | error
+    own_events: int = 0
+    first_event_at: float | None = None
+    ended_at: float | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.outcome)
+
+    @property
+    def seconds(self) -> float:
+        return math.nan if self.ended_at is None else self.ended_at - self.sent_at
+
+
+@dataclass
+class ProbeRecord:
+    viewer: int
+    owner: int
+    kind: ProbeKind
+    outcome: ProbeOutcome = "unanswered"
+    detail: str = ""
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _Socket:
+    number: int
+    stream: AgentStream | None = None
+    reconnected: bool = False
+
+
+@dataclass
+class _User:
+    index: int
+    session: StreamingAgentSession
+    canary: str
+    thread_id: str = ""
+    sockets: list[_Socket] = field(default_factory=list)
+    main: _Socket | None = None
+    requests: dict[str, RunRecord | ProbeRecord] = field(default_factory=dict)
+    runs: dict[str, RunRecord] = field(default_factory=dict)  # run id -> record
+    records: list[RunRecord] = field(default_factory=list)
+    probed_values: set[str] = field(default_factory=set)  # others' ids this user sent
+
+    def open_runs(self) -> bool:
+        return any(not r.done for r in self.records)
+
+    def latest_run_id(self) -> str:
+        return next((r.run_id for r in reversed(self.records) if r.run_id), "")
+
+
+@dataclass
+class AgentScenarioResult:
+    """What the scenario measured; `scan` holds every leak."""
+
+    spec: AgentScenarioSpec
+    labels: dict[int, str] = field(default_factory=dict)
+    user_ids: list[str] = field(default_factory=list)
+    simultaneous: int = 0
+    runs: list[RunRecord] = field(default_factory=list)
+    probes: list[ProbeRecord] = field(default_factory=list)
+    scan: ScanResult = field(default_factory=ScanResult)
+    own_controls: Counter[str] = field(default_factory=Counter)  # "<control> sent|ok" counts
+    errors: Counter[str] = field(default_factory=Counter)
+    error_examples: dict[str, str] = field(default_factory=dict)
+    sockets_opened: int = 0
+    sockets_refused: int = 0
+    peak_runs_in_flight: int = 0
+    cleanup: CleanupResult | None = None
+    wall_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    inbox: Inbox = field(default_factory=Inbox)
+
+    def error(self, kind: str, example: str) -> None:
+        self.errors[kind] += 1
+        self.error_examples.setdefault(kind, example[:300])
+
+    def describe_errors(self, limit: int = 3) -> str:
+        return "; ".join(
+            f"{count} × {kind} (e.g. {self.error_examples[kind]})"
+            for kind, count in self.errors.most_common(limit)
+        )
+
+    def runs_of(self, roles: frozenset[str], *, burst: bool | None = None) -> list[RunRecord]:
+        return [
+            r
+            for r in self.runs
+            if r.role in roles and (burst is None or (r.round == BURST_ROUND) == burst)
+        ]
+
+    def histogram(self, runs: Sequence[RunRecord]) -> HdrHistogram:
+        histogram = HdrHistogram(1, _HISTOGRAM_MAX_MS, 3)
+        for run in runs:
+            if run.outcome == "completed" and not math.isnan(run.seconds):
+                histogram.record_value(min(_HISTOGRAM_MAX_MS, max(1, round(run.seconds * 1000))))
+        return histogram
+
+    def probe_counts(self) -> Counter[str]:
+        return Counter(p.outcome for p in self.probes)
+
+    def served_probes(self) -> list[ProbeRecord]:
+        return [p for p in self.probes if p.outcome == "served"]
+
+    def foreign_cancellations(self) -> list[RunRecord]:
+        """Runs that ended cancelled although their own user never cancelled them."""
+        return [r for r in self.runs if r.outcome == "cancelled" and r.role != "cancel"]
+
+
+class _Scenario:
+    def __init__(self, spec: AgentScenarioSpec, result: AgentScenarioResult) -> None:
+        self.spec = spec
+        self.result = result
+        self.canaries = CanaryBook()
+        self.identities = IdentityBook()
+        self.users: list[_User] = []
+        self.rng = random.Random(spec.seed)
+        self.started = time.monotonic()
+        self.draining = False
+        self.in_flight = 0
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+    # --- what a socket receives ---------------------------------------------------------
+
+    def sink(self, user: _User, socket: _Socket) -> Callable[[str], None]:
+        frames = 0
+
+        def on_frame(text: str) -> None:
+            nonlocal frames
+            frames += 1
+            try:
+                frame: Any = json.loads(text)
+            except ValueError:
+                frame = None
+            kind = str(frame.get("type", "?")) if isinstance(frame, dict) else "non-JSON"
+            if self.draining:
+                phase = DRAIN
+            elif user.open_runs():
+                phase = IN_RUN
+            elif socket.reconnected:
+                phase = AFTER_RECONNECT
+            else:
+                phase = BETWEEN
+            self.result.inbox.add(
+                Received(
+                    user.index,
+                    "socket",
+                    self.now(),
+                    text,
+                    f"socket {socket.number}, frame {frames}",
+                    kind,
+                    phase,
+                )
+            )
+            signal = user.session.run_signal(frame) if frame is not None else None
+            if signal is not None:
+                self._signal(user, signal)
+
+        return on_frame
+
+    def _signal(self, user: _User, signal: RunSignal) -> None:
+        request = user.requests.get(signal.request_key) if signal.request_key else None
+        if isinstance(request, ProbeRecord):
+            if signal.accepted:
+                request.outcome, request.detail = "served", "the app accepted it"
+            elif signal.refused:
+                request.outcome = "refused"
+            request.answered.set()
+            return
+        if isinstance(request, RunRecord):
+            if signal.accepted and signal.run_id:
+                request.run_id = signal.run_id
+                user.runs[signal.run_id] = request
+                self.identities.add(user.index, signal.run_id, "run_id", f"run {request.round}")
+            elif signal.refused:
+                request.outcome, request.ended_at = "refused", self.now()
+                self.in_flight -= 1
+            request.changed.set()
+            return
+        record = user.runs.get(signal.run_id)
+        if record is None or record.done:
+            return
+        record.own_events += 1
+        if record.first_event_at is None:
+            record.first_event_at = self.now()
+        if signal.terminal:
+            record.outcome, record.ended_at = signal.terminal, self.now()
+            self.in_flight -= 1
+        record.changed.set()
+
+    # --- sockets ------------------------------------------------------------------------
+
+    async def open_socket(self, user: _User, *, reconnected: bool = False) -> _Socket:
+        socket = _Socket(len(user.sockets) + 1, reconnected=reconnected)
+        user.sockets.append(socket)
+        socket.stream = await user.session.open_stream(self.sink(user, socket))
+        self.result.sockets_opened += 1
+        return socket
+
+    async def ensure_main(self, user: _User) -> _Socket:
+        main = user.main
+        if main is None or main.stream is None or main.stream.closed_reason:
+            if main is not None and main.stream is not None:
+                self.result.error(
+                    "a socket ended on its own",
+                    f"{self.result.labels[user.index]}: {main.stream.closed_reason}",
+                )
+            user.main = await self.open_socket(user, reconnected=main is not None)
+        return user.main
+
+    # --- setup --------------------------------------------------------------------------
+
+    async def setup(self, index: int, session: StreamingAgentSession) -> _User | None:
+        user = _User(index, session, self.canaries.issue(index))
+        self.identities.add(index, user.canary, "canary", "the user")
+        self.identities.add(index, session.user_id, "user_id")
+        self.identities.add(index, session.username, "username")
+        self.identities.add(index, session.email, "username")
+        title = self.canaries.item(index, "thread")
+        self.identities.add(index, title, "canary", "thread")
+        try:
+            thread = await session.create_thread(f"{title} isolation thread of user {index}")
+            user.thread_id = str(thread["id"])
+            self.identities.add(index, user.thread_id, "item_id", "thread")
+            await self.ensure_main(user)
+        except Exception as exc:
+            self.result.error("setup failed", f"{self.result.labels[index]}: {_said(exc)}")
+            return None
+        return user
+
+    # --- runs ---------------------------------------------------------------------------
+
+    async def start_run(
+        self, user: _User, socket: _Socket, round_no: int, role: Role
+    ) -> RunRecord | None:
+        canary = self.canaries.item(user.index, f"run {round_no} request")
+        self.identities.add(user.index, canary, "canary", f"run {round_no} request")
+        text = f"{canary} isolation run {round_no} of user {user.index}"
+        if role == "fail":
+            text = user.session.failing_request(text) or text
+        assert socket.stream is not None
+        record = RunRecord(user.index, round_no, role, "", canary, self.now())
+        try:
+            key = await socket.stream.start_run(user.thread_id, text)
+        except Exception as exc:
+            self.result.error("starting a run raised", f"{self.label(user)}: {_said(exc)}")
+            return None
+        record.key = key
+        user.requests[key] = record
+        user.records.append(record)
+        self.result.runs.append(record)
+        self.in_flight += 1
+        self.result.peak_runs_in_flight = max(self.result.peak_runs_in_flight, self.in_flight)
+        return record
+
+    async def until(self, record: RunRecord, condition: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            record.changed.clear()
+            try:
+                await asyncio.wait_for(record.changed.wait(), remaining)
+            except TimeoutError:
+                return condition()
+        return True
+
+    async def finish(self, record: RunRecord) -> None:
+        if not await self.until(record, lambda: record.done, self.spec.run_timeout_s):
+            record.outcome, record.ended_at = "timeout", None
+            self.in_flight -= 1
+
+    async def adversity(self, user: _User, record: RunRecord, role: Role) -> None:
+        timeout = self.spec.run_timeout_s
+        if role == "cancel":
+            # After the 2nd or 3rd event: mid-stream, where half-done work is in flight.
+            events = self.rng.choice((2, 3))
+            await self.until(record, lambda: record.own_events >= events or record.done, timeout)
+            if record.done or not record.run_id or user.main is None or user.main.stream is None:
+                return
+            await user.main.stream.cancel_run(record.run_id)
+        elif role == "reconnect":
+            await self.until(record, lambda: record.own_events >= 1 or record.done, timeout)
+            old = user.main
+            # The new connection first, then the old one drops without a closing handshake,
+            # as when a client switches networks: the rest of the run must follow the user.
+            user.main = await self.open_socket(user, reconnected=True)
+            if old is not None and old.stream is not None:
+                await old.stream.close(abrupt=True)
+        elif role == "rate_limit":
+            await self.flood(user)
+
+    async def flood(self, user: _User) -> None:
+        """Past the rate limit on a second socket, then past the app's socket cap."""
+        extra = await self.open_socket(user)
+        assert extra.stream is not None
+        await extra.stream.chatter((self.spec.rate_limit_per_minute or 100) + 10)
+        extras = [extra]
+        cap = self.spec.sockets_per_user_limit or 3
+        while sum(_open(s) for s in user.sockets) <= cap and len(extras) <= cap:
+            extras.append(await self.open_socket(user))
+        # The socket past the cap must be closed by the app: wait for it, bounded.
+        last = extras[-1].stream
+        assert last is not None
+        if await last.wait_closed(5.0):
+            self.result.sockets_refused += 1
+        for socket in extras:
+            if socket.stream is not None and _open(socket):
+                await socket.stream.close()
+
+    # --- REST ---------------------------------------------------------------------------
+
+    def keep(self, user: _User, answers: Sequence[Any], kind: str) -> None:
+        for answer in answers:
+            self.result.inbox.add(
+                Received(
+                    user.index,
+                    "rest",
+                    self.now(),
+                    answer.text,
+                    f"{answer.method} {_path(answer.url)} [{answer.status}]",
+                    kind,
+                    echoed=(answer.url,),
+                )
+            )
+
+    def control(self, name: str, ok: bool) -> None:
+        self.result.own_controls[f"{name} sent"] += 1
+        self.result.own_controls[f"{name} ok"] += int(ok)
+
+    async def rest_during_run(self, user: _User) -> None:
+        session: Any = user.session
+        for size in (None, 1):
+            pages = await session.list_thread_pages(size)
+            self.keep(user, pages, "list threads")
+            self.control(
+                "own_thread_listed",
+                bool(pages)
+                and all(p.ok for p in pages)
+                and any(user.thread_id in p.text for p in pages),
+            )
+        answers = await session.read_thread(user.thread_id)
+        self.keep(user, answers, "read own thread")
+        self.control("own_thread_read", bool(answers) and all(a.ok for a in answers))
+
+    async def rest_after_run(self, user: _User, record: RunRecord) -> None:
+        if not record.run_id:
+            return
+        answer = await user.session.run_status(record.run_id)
+        self.keep(user, [answer], "run status")
+        self.control("own_run_status_read", answer.ok and record.run_id in answer.text)
+
+    # --- probes -------------------------------------------------------------------------
+
+    async def probe(self, user: _User, other: _User) -> None:
+        run_id = other.latest_run_id()
+        if run_id:
+            user.probed_values.add(run_id)
+            probe = self.new_probe(user, other, "run_status")
+            answer = await user.session.run_status(run_id)
+            self.keep(user, [answer], "probe run status")
+            self.judge_answer(probe, answer)
+            if user.main is not None and user.main.stream is not None:
+                probe = self.new_probe(user, other, "cancel_run")
+                await self.socket_probe(user, probe, user.main.stream.cancel_run(run_id))
+        user.probed_values.add(other.thread_id)
+        if user.main is not None and user.main.stream is not None:
+            probe = self.new_probe(user, other, "start_on_thread")
+            text = f"{self.canaries.item(user.index, 'probe request')} probe of another thread"
+            await self.socket_probe(user, probe, user.main.stream.start_run(other.thread_id, text))
+        probe = self.new_probe(user, other, "read_thread")
+        answers = await user.session.read_thread(other.thread_id)  # type: ignore[attr-defined]
+        self.keep(user, answers, "probe read thread")
+        self.judge_answer(probe, answers[0] if answers else None)
+
+    def new_probe(self, user: _User, other: _User, kind: ProbeKind) -> ProbeRecord:
+        probe = ProbeRecord(user.index, other.index, kind)
+        self.result.probes.append(probe)
+        return probe
+
+    def judge_answer(self, probe: ProbeRecord, answer: Any) -> None:
+        if answer is None:
+            return
+        if answer.refused:
+            probe.outcome = "refused"
+        elif answer.ok:
+            probe.outcome = "served"
+            probe.detail = f"{answer.method} {_path(answer.url)} answered {answer.status}"
+        else:
+            probe.detail = f"{answer.method} {_path(answer.url)} answered {answer.status}"
+
+    async def socket_probe(self, user: _User, probe: ProbeRecord, send: Awaitable[str]) -> None:
+        key = await send
+        user.requests[key] = probe
+        try:
+            await asyncio.wait_for(probe.answered.wait(), self.spec.run_timeout_s)
+        except TimeoutError:
+            probe.detail = "no answer on the socket"
+
+    # --- rounds -------------------------------------------------------------------------
+
+    def label(self, user: _User) -> str:
+        return self.result.labels.get(user.index, f"user {user.index}")
+
+    async def guarded(self, user: _User, doing: str, step: Awaitable[Any]) -> None:
+        try:
+            await step
+        except Exception as exc:
+            self.result.error(f"{doing} raised", f"{self.label(user)}: {_said(exc)}")
+
+    async def user_round(
+        self, user: _User, round_no: int, role: Role, partners: Sequence[_User]
+    ) -> None:
+        try:
+            main = await self.ensure_main(user)
+        except Exception as exc:
+            self.result.error("reopening a socket raised", f"{self.label(user)}: {_said(exc)}")
+            return
+        record = await self.start_run(user, main, round_no, role)
+        steps: list[Awaitable[Any]] = [
+            self.guarded(user, "REST during a run", self.rest_during_run(user))
+        ]
+        if record is not None:
+            steps.append(
+                self.guarded(user, f"{role} during a run", self.adversity(user, record, role))
+            )
+        await asyncio.gather(*steps)
+        if record is not None:
+            await self.finish(record)
+            await self.guarded(user, "reading the run status", self.rest_after_run(user, record))
+        for other in partners:
+            await self.guarded(user, "probing another user", self.probe(user, other))
+
+    async def released(
+        self,
+        barrier: asyncio.Barrier,
+        user: _User,
+        round_no: int,
+        role: Role,
+        partners: Sequence[int],
+        by_index: Mapping[int, _User],
+    ) -> None:
+        await barrier.wait()  # every user of the round acts at the same moment
+        await self.user_round(user, round_no, role, [by_index[p] for p in partners])
+
+    async def burst(self, user: _User, runs: int) -> None:
+        try:
+            main = await self.ensure_main(user)
+        except Exception as exc:
+            self.result.error("reopening a socket raised", f"{self.label(user)}: {_said(exc)}")
+            return
+        records = [await self.start_run(user, main, BURST_ROUND, "calm") for _ in range(runs)]
+        await asyncio.gather(*(self.finish(r) for r in records if r is not None))
+
+    async def rounds(self, users: Sequence[_User]) -> None:
+        by_index = {u.index: u for u in users}
+        indices = [u.index for u in users]
+        for round_no in range(self.spec.rounds):
+            roles = assign(indices, self.spec.adversity if round_no else None, self.rng)
+            partners = pairings(indices, self.spec.probes_per_round, self.rng)
+            barrier = asyncio.Barrier(len(users))
+            await asyncio.gather(
+                *(
+                    self.released(barrier, u, round_no, roles[u.index], partners[u.index], by_index)
+                    for u in users
+                )
+            )
+        runs = self.spec.burst_runs_per_user
+        if runs:
+            await asyncio.gather(*(self.burst(u, runs) for u in users))
+
+
+async def run_agent_isolation(
+    spec: AgentScenarioSpec,
+    make_users: MakeUsers,
+    read_gauges: ReadGauges | None = None,
+) -> AgentScenarioResult:
+    """Run the scenario; `read_gauges` reads the app's live-resource gauges (cleanup)."""
+    result = AgentScenarioResult(spec)
+    scenario = _Scenario(spec, result)
+    baseline: Mapping[str, float] | None = None
+    if read_gauges is not None:
+        try:
+            baseline = dict(await read_gauges())
+        except Exception as exc:
+            result.notes.append(f"the gauges at rest could not be read: {_said(exc)}")
+    made = list(await asyncio.wait_for(make_users(spec.users), spec.setup_timeout_s))
+    sessions = [(i, s) for i, s in enumerate(made) if not isinstance(s, BaseException)]
+    for index, failed in enumerate(made):
+        if isinstance(failed, BaseException):
+            result.error("sign-up or login failed", f"user {index}: {_said(failed)}")
+    for index, session in sessions:
+        result.labels[index] = f"user{index} <{session.email}>"
+    try:
+        prepared = await asyncio.wait_for(
+            asyncio.gather(*(scenario.setup(i, s) for i, s in sessions)), spec.setup_timeout_s
+        )
+        users = [u for u in prepared if u is not None]
+        scenario.users = users
+        result.user_ids = [u.session.user_id for u in users]
+        result.simultaneous = len(users)
+        remaining = spec.deadline_s - scenario.now()
+        if len(users) >= 2:
+            await asyncio.wait_for(scenario.rounds(users), max(1.0, remaining))
+    except TimeoutError:
+        result.notes.append(f"the deadline of {spec.deadline_s:g} s passed; the rest was cancelled")
+    # The quiet drain window: every socket still open, nothing asked; whatever arrives now
+    # arrives outside every run.
+    scenario.draining = True
+    await asyncio.sleep(spec.drain_s)  # the drain window is a duration by definition
+    for user in scenario.users:
+        for socket in user.sockets:
+            if socket.stream is not None and _open(socket):
+                try:
+                    await socket.stream.close()
+                except Exception as exc:
+                    result.error("closing a socket raised", f"user {user.index}: {_said(exc)}")
+    if read_gauges is not None and baseline is not None:
+        result.cleanup = await wait_for_rest(read_gauges, baseline, spec.cleanup_timeout_s)
+    for user in scenario.users:
+        probed = tuple(user.probed_values)
+        for received in result.inbox.items:
+            if received.viewer == user.index and received.channel == "socket":
+                received.echoed = probed
+    result.scan = result.inbox.scan(scenario.identities)
+    result.wall_seconds = scenario.now()
+    return result
+
+
+def _open(socket: _Socket) -> bool:
+    return socket.stream is not None and not socket.stream.closed_reason
+
+
+def _path(url: str) -> str:
+    return "/" + url.split("://", 1)[-1].split("/", 1)[-1] if "://" in url else url
+
+
+def _said(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
