@@ -20,7 +20,7 @@ from pytest_apex._stash import target_session_key
 from pytest_apex.adapters.base import AgentRun, AgentSession, AppAdapter, UserSession
 from pytest_apex.adapters.factory import adapter_for, username_for
 from pytest_apex.adapters.rest import AdapterError
-from pytest_apex.app import AppDescription
+from pytest_apex.app import AppDescription, Topology
 from pytest_apex.dsn import postgres_dsn
 from pytest_apex.reporting import allure as allure_report
 from pytest_apex.settings import ApexSettings, settings_key
@@ -88,8 +88,34 @@ def _live_terminal(config: pytest.Config) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def apex_endpoints(apex_target: Target) -> dict[str, str]:
-    """Base URL of each service of the target."""
-    return apex_target.endpoints()
+    """Base URL of each service of the target (through a topology's balancer where it
+    routes one)."""
+    try:
+        return apex_target.endpoints()
+    except StackStartError as exc:  # e.g. a reused stack without the topology's balancer
+        error = exc
+    pytest.fail(f"stack failure: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def apex_topology(apex_settings: ApexSettings, apex_app: AppDescription) -> Topology | None:
+    """The selected topology of the app (``--apex-topology``), None for the base stack.
+
+    Read from `apex_app`, so a description built in a conftest.py must carry the topology
+    the run selected.
+    """
+    name = apex_settings.topology
+    if not name:
+        return None
+    topology = apex_app.topologies.get(name)
+    if topology is None:
+        known = ", ".join(sorted(apex_app.topologies)) or "none"
+        pytest.fail(
+            f"the run selected topology {name!r}, which the app description of "
+            f"{apex_app.name} does not describe (its topologies: {known})",
+            pytrace=False,
+        )
+    return topology
 
 
 @pytest.fixture

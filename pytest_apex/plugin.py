@@ -163,6 +163,8 @@ class ApexRun:
             # URLs may carry credentials (postgresql://user:password@…).
             urls = ", ".join(f"{s}={u}" for s, u in settings.urls.items())
             line += f" ({redact(urls)})"
+        if settings.topology:
+            line += f", topology {settings.topology}"
         if settings.faults:
             line += f", faults {','.join(settings.faults)}"
         overridden = sorted(settings.thresholds.overridden)
@@ -265,6 +267,7 @@ class ApexRun:
                 target=target,
                 commit=allure_report.git_commit(self.settings.rootdir),
                 faults=self.settings.faults,
+                topology=self.settings.topology,
             )
             allure_report.write_environment(self.allure_dir, properties)
             allure_report.write_categories(self.allure_dir)

@@ -18,6 +18,7 @@ from pytest_apex.app.model import (
     Service,
     SigningKey,
     Signup,
+    Topology,
     Users,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "Service",
     "SigningKey",
     "Signup",
+    "Topology",
     "Users",
     "find_description",
     "load_description",

@@ -39,6 +39,7 @@ from pytest_apex.app.model import (
     Service,
     SigningKey,
     Signup,
+    Topology,
     Users,
 )
 
@@ -165,6 +166,11 @@ def _cross_reference_problems(data: Mapping[str, Any]) -> list[str]:
                     f"{key}.dependencies: only a health+json answer names its dependencies "
                     f"(format is {fmt!r})"
                 )
+            if kind == "readiness" and route.get("instance_field"):
+                problems.append(
+                    f"{key}.instance_field: only the liveness route names the answering "
+                    "instance (move it to liveness)"
+                )
             for dependency in route.get("dependencies", ()):
                 if dependency not in services:
                     # Components may be named differently from services (postgres vs db):
@@ -200,6 +206,12 @@ def _cross_reference_problems(data: Mapping[str, Any]) -> list[str]:
                 f"limits.{kind}: {setting!r} is no setting of any service's config route "
                 f"(known: {', '.join(sorted(promised)) or 'none'})"
             )
+    for name, topology in (data.get("topologies") or {}).items():
+        key = f"topologies.{name}"
+        for described in topology.get("endpoints", {}):
+            must_name_service(f"{key}.endpoints", described)
+        for described in topology.get("replicas", {}):
+            must_name_service(f"{key}.replicas", described)
     if (data.get("capabilities") or {}).get("agent_runs") and not any(
         s.get("websocket") for s in services.values()
     ):
@@ -219,6 +231,16 @@ def _health(raw: Mapping[str, Any] | None) -> HealthRoute | None:
         field=raw.get("field", ""),
         expect=raw.get("expect", True),
         dependencies=tuple(raw.get("dependencies", ())),
+        instance_field=raw.get("instance_field", ""),
+    )
+
+
+def _topology(name: str, raw: Mapping[str, Any]) -> Topology:
+    return Topology(
+        name=name,
+        files=tuple(raw.get("files", ())),
+        endpoints=MappingProxyType(dict(raw.get("endpoints", {}))),
+        replicas=MappingProxyType(dict(raw.get("replicas", {}))),
     )
 
 
@@ -330,6 +352,9 @@ def _build(data: Mapping[str, Any], source: str) -> AppDescription:
         limits=Limits(**data.get("limits", {})),
         adapter=data.get("adapter", "rest"),
         cors_origin=data.get("cors_origin", ""),
+        topologies=MappingProxyType(
+            {name: _topology(name, raw) for name, raw in (data.get("topologies") or {}).items()}
+        ),
         faults=None
         if faults is None
         else FaultSwitches(

@@ -49,6 +49,9 @@ class HealthRoute:
     field: str = ""  # json-field: dotted path of the field, e.g. "status" or "checks.db"
     expect: JsonValue = True  # json-field: the value that means healthy
     dependencies: tuple[str, ...] = ()
+    # Liveness only: dotted path of the field naming the instance (replica) that answered,
+    # e.g. "instance" for {"status": "pass", "instance": "backend-2"} ("" when it says none).
+    instance_field: str = ""
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,30 @@ class FaultSwitches:
 
 
 @dataclass(frozen=True)
+class Topology:
+    """One way the app can be deployed: more instances of a service, behind something else.
+
+    `files` are compose override files (relative to the compose file) that turn the base
+    stack into this topology; `endpoints` maps a described service to the compose service
+    whose published port now serves it (a balancer in front of replicas); `replicas` is
+    how many instances the suites must reach behind a described service (1 when absent).
+    """
+
+    name: str
+    files: tuple[str, ...] = ()
+    endpoints: Mapping[str, str] = field(default_factory=_frozen)
+    replicas: Mapping[str, int] = field(default_factory=_frozen)
+
+    def replicas_of(self, service: str) -> int:
+        return int(self.replicas.get(service, 1))
+
+    @property
+    def replicated(self) -> Mapping[str, int]:
+        """Described services expected to run more than one instance -> how many."""
+        return MappingProxyType({s: n for s, n in self.replicas.items() if n > 1})
+
+
+@dataclass(frozen=True)
 class AppDescription:
     """Everything the suites know about the app under test."""
 
@@ -274,6 +301,7 @@ class AppDescription:
     faults: FaultSwitches | None = None
     adapter: str = "rest"  # "rest", or "module:factory" building the app's own adapter
     cors_origin: str = ""  # the one origin the app's CORS policy lets in ("" when unknown)
+    topologies: Mapping[str, Topology] = field(default_factory=_frozen)
     source: str = ""  # where it was read from, for messages
 
     def setting(self, name: str) -> tuple[Service, PromisedSetting] | None:

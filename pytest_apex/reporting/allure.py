@@ -257,7 +257,12 @@ def git_commit(cwd: Path) -> str:
 
 
 def environment(
-    *, profile: str, target: Mapping[str, str], commit: str, faults: Iterable[str] = ()
+    *,
+    profile: str,
+    target: Mapping[str, str],
+    commit: str,
+    faults: Iterable[str] = (),
+    topology: str = "",
 ) -> dict[str, str]:
     """The properties Allure shows on its overview page."""
     properties = {
@@ -269,6 +274,8 @@ def environment(
     faults = list(faults)
     if faults:
         properties["apex.faults"] = ",".join(faults)
+    if topology:
+        properties["apex.topology"] = topology
     properties.update(target)  # "target", "image.<service>", ... from the target session
     return properties
 

@@ -12,7 +12,7 @@ Its contract is the JSON Schema ``pytest_apex/report.schema.json`` (``schema`` 2
                    "stage": {"index", "count", "users"} | null,
                    "outcome": "pass" | "fail" | "inconclusive", "reason", "passed",
                    "samples", "min_samples", "test"}],
-     "thresholds": {name: value}, "faults": [...]}
+     "thresholds": {name: value}, "faults": [...], "topology": "two_backends" | null}
 
 ``observed`` is null when nothing was measured (NaN); such a criterion is inconclusive.
 """
@@ -38,7 +38,11 @@ def prepare(
     verdict.target = target.get("target") or settings.target_label
     verdict.session_failed = verdict.session_failed or session_failed
     verdict.extra.update(
-        {"thresholds": settings.thresholds.to_json(), "faults": list(settings.faults)}
+        {
+            "thresholds": settings.thresholds.to_json(),
+            "faults": list(settings.faults),
+            "topology": settings.topology or None,
+        }
     )
     return verdict
 

@@ -10,7 +10,7 @@ from typing import Final, Literal
 
 import pytest
 
-from pytest_apex.app import AppDescription
+from pytest_apex.app import AppDescription, Topology
 from pytest_apex.reference import reference_description
 from pytest_apex.settings.thresholds import DEFAULT_PROFILE, Thresholds
 
@@ -40,11 +40,18 @@ class ApexSettings:
     seed: int | None = None
     rootdir: Path = Path()
     app: AppDescription = field(default_factory=reference_description)
+    # The app's topology to deploy and judge (`--apex-topology`; "" for the base stack).
+    topology: str = ""
 
     @property
     def is_external(self) -> bool:
         """True when the suites test already-deployed URLs instead of a compose stack."""
         return bool(self.urls)
+
+    @property
+    def selected_topology(self) -> Topology | None:
+        """The selected topology of the app description (None for the base stack)."""
+        return self.app.topologies.get(self.topology) if self.topology else None
 
     @property
     def target_label(self) -> str:

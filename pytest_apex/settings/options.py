@@ -114,6 +114,15 @@ def add_options(parser: pytest.Parser) -> None:
         "string",
         metavar="N",
     )
+    option(
+        "--apex-topology",
+        "apex_topology",
+        "deploy the app as one of the topologies its description names ([app.topologies."
+        "NAME]: compose override files, which service serves which, replicas expected); with "
+        "--apex-url it only sets how many instances each service must show",
+        "string",
+        metavar="NAME",
+    )
 
 
 def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
@@ -134,6 +143,7 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         app=option.apex_app,
         inconclusive=option.apex_inconclusive,
         seed=option.apex_seed,
+        topology=option.apex_topology,
     )
     ini_value: Callable[[str], Any] = config.getini
     ini = RawOptions(
@@ -150,5 +160,6 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         app=ini_value("apex_app") or None,
         inconclusive=ini_value("apex_inconclusive") or None,
         seed=ini_value("apex_seed") or None,
+        topology=ini_value("apex_topology") or None,
     )
     return resolve(cli, ini, rootdir=config.rootpath, project_dir=ini_base, environ=os.environ)

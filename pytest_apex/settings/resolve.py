@@ -59,6 +59,7 @@ OPTION_KEYS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "app": ("--apex-app", "apex_app"),
         "inconclusive": ("--apex-inconclusive", "apex_inconclusive"),
         "seed": ("--apex-seed", "apex_seed"),
+        "topology": ("--apex-topology", "apex_topology"),
     }
 )
 
@@ -86,6 +87,7 @@ class RawOptions:
     app: str | None = None
     inconclusive: str | None = None
     seed: str | None = None
+    topology: str | None = None
 
     def key(self, option: str) -> str:
         cli, ini = OPTION_KEYS[option]
@@ -257,6 +259,22 @@ def _resolve_faults(
     return names
 
 
+def _resolve_topology(cli: RawOptions, ini: RawOptions, app: AppDescription) -> str:
+    """The topology to deploy (compose) or expect (external URLs): one the app describes."""
+    value, source = _pick("topology", cli, ini)
+    name = (value or "").strip()
+    if name and name not in app.topologies:
+        known = sorted(app.topologies)
+        raise _error(
+            source.key("topology"),
+            f"unknown topology {name!r}{did_you_mean(name, known)}",
+            ", ".join(known)
+            or f"none: the app description of {app.name} declares no topologies "
+            "([app.topologies.NAME])",
+        )
+    return name
+
+
 def resolve(
     cli: RawOptions,
     ini: RawOptions,
@@ -298,4 +316,5 @@ def resolve(
         seed=_resolve_seed(cli, ini),
         rootdir=rootdir,
         app=app,
+        topology=_resolve_topology(cli, ini, app),
     )

@@ -11,6 +11,7 @@ with the reason; checks that need container access skip on external targets.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from typing import Final
 
@@ -20,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from pytest_apex.adapters.base import AppAdapter, RawTokenSocket
-from pytest_apex.app.model import AppDescription, Service
+from pytest_apex.app.model import AppDescription, Service, Topology
 from pytest_apex.fixtures import UserFactory
 from pytest_apex.health import (
     auth_probe,
@@ -30,6 +31,7 @@ from pytest_apex.health import (
     metrics,
     posture,
     probes,
+    replicas,
     tokens,
 )
 from pytest_apex.health.browser import AGENT_EVENT_TYPES, BrowserUnavailable, chat_round_trip
@@ -217,6 +219,65 @@ def test_health_endpoints_answer_within_the_threshold(
     apex_criteria.judge(checks)
 
 
+def test_every_replica_answers_through_the_services_endpoint(
+    apex_criteria: CriteriaRecorder,
+    apex_topology: Topology | None,
+    apex_app: AppDescription,
+    apex_endpoints: dict[str, str],
+) -> None:
+    # Replicas that never joined, or a balancer pinning everyone to one of them, pass every
+    # other health check: only the instances answering through the users' endpoint prove
+    # the topology. Nothing to prove without a selected topology that promises replicas.
+    promised = apex_topology.replicated if apex_topology is not None else {}
+    if not promised:
+        pytest.skip("no selected topology promises replicas (--apex-topology NAME)")
+    checks = []
+    for name, expected in promised.items():
+        route = apex_app.services[name].liveness
+        if name not in apex_endpoints:
+            judged = replicas.not_probed(name, expected, f"the target has no {name} endpoint")
+        elif route is None:
+            judged = replicas.not_probed(name, expected, f"{name} has no liveness route to ask")
+        elif not route.instance_field:
+            judged = replicas.no_instance_field(name, expected)
+        else:
+            seen = replicas.count_instances(
+                apex_endpoints[name] + route.path,
+                route.instance_field,
+                replicas.PROBES_PER_REPLICA * expected,
+            )
+            judged = replicas.judge(seen, expected)
+        checks.append(
+            Check(
+                f"{name}.replicas_reached",
+                judged.observed,
+                judged.expected,
+                ">=",
+                unit="instances",
+                detail=judged.detail,
+                samples=judged.samples,
+                inconclusive=judged.inconclusive,
+            )
+        )
+    apex_criteria.judge(checks)
+
+
+def container_names(containers: list[ContainerInfo]) -> list[tuple[str, ContainerInfo]]:
+    """Each container with the name its criteria carry: its service, or, for a service
+    running several replicas, ``service-N`` (compose's container number), so that two
+    replicas never record one criterion name twice."""
+    per_service = Counter(c.service for c in containers)
+    seen: Counter[str] = Counter()
+    named = []
+    for c in containers:
+        seen[c.service] += 1
+        if per_service[c.service] == 1:
+            named.append((c.service, c))
+        else:  # compose's own number; the listing's order only if compose gave none
+            named.append((f"{c.service}-{c.number or seen[c.service]}", c))
+    return named
+
+
 def container_done(container: ContainerInfo, app: AppDescription) -> bool:
     """Running and healthy, or, for a one-shot job of the description, exited 0 (done)."""
     service = app.services.get(container.service)
@@ -231,14 +292,14 @@ def test_compose_reports_every_container_healthy(
     apex_criteria.judge(
         [
             Check(
-                f"{c.service}.compose_health",
+                f"{name}.compose_health",
                 flag(container_done(c, apex_app)),
                 1,
                 "==",
                 detail=f"state {c.state} (exit {c.exit_code}), "
                 f"health {c.health or 'no health check'}",
             )
-            for c in apex_containers
+            for name, c in container_names(apex_containers)
         ],
     )
 
@@ -306,13 +367,13 @@ def test_containers_run_as_non_root(
     apex_criteria.judge(
         [
             Check(
-                f"{c.service}.non_root",
+                f"{name}.non_root",
                 flag(not posture.runs_as_root(c)),
                 1,
                 "==",
                 detail=f"user {c.user or 'unset (root)'}",
             )
-            for c in apex_containers
+            for name, c in container_names(apex_containers)
         ],
     )
 
@@ -321,10 +382,10 @@ def test_containers_have_memory_and_cpu_limits(
     apex_criteria: CriteriaRecorder, apex_containers: list[ContainerInfo]
 ) -> None:
     checks = []
-    for c in apex_containers:
+    for name, c in container_names(apex_containers):
         checks.append(
             Check(
-                f"{c.service}.memory_limit",
+                f"{name}.memory_limit",
                 c.memory_limit_bytes / 2**20,
                 0,
                 ">",
@@ -334,7 +395,7 @@ def test_containers_have_memory_and_cpu_limits(
         )
         checks.append(
             Check(
-                f"{c.service}.cpu_limit",
+                f"{name}.cpu_limit",
                 c.nano_cpus / 1e9,
                 0,
                 ">",
@@ -351,13 +412,13 @@ def test_ports_are_published_on_loopback_only(
     apex_criteria.judge(
         [
             Check(
-                f"{c.service}.ports_beyond_loopback",
+                f"{name}.ports_beyond_loopback",
                 len(exposed := posture.exposed_beyond_loopback(c)),
                 0,
                 "<=",
                 detail=", ".join(exposed),
             )
-            for c in apex_containers
+            for name, c in container_names(apex_containers)
         ],
     )
 

@@ -27,6 +27,20 @@ class ContainerInfo:
     nano_cpus: int  # 0 means unlimited
     published: tuple[tuple[str, int, int], ...] = field(default=())  # (host_ip, host_port, port)
     exit_code: int = 0  # of an exited container (a one-shot job's result)
+    number: int = 0  # which replica of its service (compose's container number; 0: unknown)
+
+
+@dataclass(frozen=True)
+class ServedBy:
+    """Where a service of the app is reached when another compose service serves it.
+
+    With replicas behind a balancer, the service's own containers publish no single
+    address: its endpoint is the `compose_service`'s published `port` (the container port
+    the service itself listens on; None: that service's lowest published port).
+    """
+
+    compose_service: str
+    port: int | None = None
 
 
 @runtime_checkable

@@ -25,7 +25,7 @@ from testcontainers.compose import ComposeContainer, DockerCompose
 from testcontainers.compose.compose import PublishedPortModel
 
 from pytest_apex.redaction import redact
-from pytest_apex.targets.base import ContainerInfo
+from pytest_apex.targets.base import ContainerInfo, ServedBy
 from pytest_apex.targets.errors import (
     ContainerQueryError,
     DockerUnavailable,
@@ -122,8 +122,14 @@ class ComposeTarget:
         wait_timeout: int = _WAIT_TIMEOUT_S,
         port_schemes: Mapping[int, str] | None = None,
         override_files: Sequence[Path] = (),
+        served_by: Mapping[str, ServedBy] | None = None,
+        topology: str = "",
     ) -> None:
         self.compose_file = compose_file.resolve()
+        # Service -> the compose service whose published port serves it (a topology's
+        # balancer in front of replicas); `topology` names where that came from, for errors.
+        self.served_by: Mapping[str, ServedBy] = dict(served_by or {})
+        self.topology = topology
         # Container port -> URL scheme of its published address (5432 -> postgresql); every
         # other port is reached over http. The app's knowledge, handed in, not assumed here.
         self.port_schemes: Mapping[int, str] = dict(port_schemes or {})
@@ -274,9 +280,48 @@ class ComposeTarget:
     # -- what the suites read --------------------------------------------------------------
 
     def endpoints(self) -> dict[str, str]:
+        """Base URL of each service; a service another one serves (`served_by`) is reached
+        through that one's published port. Raises `StackStartError` when the serving
+        service publishes no such port: the service's own replicas are no substitute."""
         if self._endpoints is None:
-            self._endpoints = _endpoints_of(self._ps(), self.port_schemes)
+            entries = self._ps()
+            found = _endpoints_of(entries, self.port_schemes)
+            for service, served in self.served_by.items():
+                found[service] = self._served_endpoint(entries, service, served)
+            self._endpoints = found
         return dict(self._endpoints)
+
+    def _served_endpoint(
+        self, entries: Sequence[ComposeContainer], service: str, served: ServedBy
+    ) -> str:
+        name = served.compose_service
+        published = [
+            pub
+            for entry in entries
+            if entry.Service == name
+            for pub in entry.Publishers
+            if int(pub.PublishedPort or 0)
+        ]
+        matching = [
+            pub
+            for pub in published
+            if served.port is None or int(pub.TargetPort or 0) == served.port
+        ]
+        if matching:
+            return _url_of(min(matching, key=_publisher_rank), self.port_schemes)
+        ports = sorted({int(pub.TargetPort or 0) for pub in published})
+        seen = (
+            f"{name} publishes {', '.join(map(str, ports))}"
+            if ports
+            else f"no running {name} container publishes a port"
+        )
+        raise StackStartError(
+            (f"topology {self.topology}: " if self.topology else "")
+            + f"{service} is served by compose service {name!r} on its published "
+            + (f"port {served.port}" if served.port is not None else "port")
+            + f", but {seen} in stack {self.project} (is {name} defined with that port "
+            "published, in the compose file or the topology's override files?)"
+        )
 
     def containers(self) -> list[ContainerInfo]:
         """The project's containers (any state).
@@ -530,7 +575,14 @@ def _container_info(service: str, inspect: Mapping[str, Any]) -> ContainerInfo:
         nano_cpus=int(host_config.get("NanoCpus") or 0),
         published=tuple(published),
         exit_code=int(state.get("ExitCode") or 0),
+        number=_container_number(inspect),
     )
+
+
+def _container_number(inspect: Mapping[str, Any]) -> int:
+    labels = inspect.get("Config", {}).get("Labels") or {}
+    number = str(labels.get("com.docker.compose.container-number", ""))
+    return int(number) if number.isdigit() else 0
 
 
 def _objects(data: Any) -> list[dict[str, Any]]:
@@ -559,15 +611,19 @@ def _endpoints_of(
         published.sort(key=_publisher_rank)
         if not published:
             continue
-        pub = published[0]
-        scheme = (port_schemes or {}).get(int(pub.TargetPort or 0), "http")
-        host = str(pub.URL or "")
-        if host in ("", "0.0.0.0", "::"):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        found[str(service)] = f"{scheme}://{host}:{int(pub.PublishedPort or 0)}"
+        found[str(service)] = _url_of(published[0], port_schemes)
     return found
+
+
+def _url_of(pub: PublishedPortModel, port_schemes: Mapping[int, str] | None) -> str:
+    """The base URL of one published port; a wildcard bind is reached on loopback."""
+    scheme = (port_schemes or {}).get(int(pub.TargetPort or 0), "http")
+    host = str(pub.URL or "")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{int(pub.PublishedPort or 0)}"
 
 
 def _said(result: CompletedProcess[bytes]) -> str:

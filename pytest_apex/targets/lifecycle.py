@@ -27,7 +27,7 @@ from filelock import FileLock, Timeout
 
 from pytest_apex.redaction import redact
 from pytest_apex.targets import watchdog
-from pytest_apex.targets.base import Target
+from pytest_apex.targets.base import ServedBy, Target
 from pytest_apex.targets.compose import ComposeTarget, ProgressCallback, project_containers
 from pytest_apex.targets.deadline import Deadline
 from pytest_apex.targets.errors import DockerUnavailable, StackStartError
@@ -52,6 +52,7 @@ from pytest_apex.targets.signals import (
 from pytest_apex.targets.state import RunState, private_dir, state_root
 
 if TYPE_CHECKING:
+    from pytest_apex.app import AppDescription, Topology
     from pytest_apex.settings import ApexSettings
 
 # A worker waits this long for another process of the run to finish starting the stack
@@ -276,6 +277,16 @@ class TargetSession:
         overrides += [
             self.settings.stack.parent / files[f] for f in self.settings.faults if f in files
         ]
+        # A topology (replicas behind a balancer) is the same path: its own override files,
+        # and the services it routes through another compose service's published port.
+        topology = self.settings.selected_topology
+        served: dict[str, ServedBy] = {}
+        if topology is not None:
+            overrides += self._topology_files(topology)
+            served = {
+                service: ServedBy(compose_service, _port_of(app, service))
+                for service, compose_service in topology.endpoints.items()
+            }
         return ComposeTarget(
             self.settings.stack,
             project,
@@ -284,7 +295,27 @@ class TargetSession:
             progress=self.progress,
             port_schemes=app.port_schemes,
             override_files=overrides,
+            served_by=served,
+            topology=topology.name if topology is not None else "",
         )
+
+    def _topology_files(self, topology: Topology) -> list[Path]:
+        assert self.settings.stack is not None
+        return [self.settings.stack.parent / f for f in topology.files]
+
+    def _check_topology_files(self) -> None:
+        """Name a topology's missing override file before compose says "no such file"."""
+        topology = self.settings.selected_topology
+        if topology is None:
+            return
+        missing = [str(f) for f in self._topology_files(topology) if not f.is_file()]
+        if missing:
+            source = self.settings.app.source or "the app description"
+            raise StackStartError(
+                f"topology {topology.name}: override file(s) {', '.join(missing)} do not "
+                f"exist (topologies.{topology.name}.files in {source}, relative to the "
+                f"compose file {self.settings.stack})"
+            )
 
     def _start(self) -> RunState:
         """Start (or find, with --apex-reuse) the stack; record the outcome in the state file.
@@ -308,6 +339,7 @@ class TargetSession:
                 self.runner, self.progress, self.identity, self.start_time_of, self.state_dir
             )
             self._remove_stale_state_dirs(self.identity)
+            self._check_topology_files()
             target.validate()
             labels = label_override(target.services(), self.identity.labels())
             (self.state_dir / _LABELS_FILE).write_text(labels, encoding="utf-8")
@@ -320,6 +352,10 @@ class TargetSession:
         starting.write(self._state_file)
         try:
             target.up()
+            # A topology's balancer that publishes nothing fails here, once, with the stack
+            # removed, rather than in every test that asks for an endpoint.
+            if target.served_by:
+                target.endpoints()
         except Exception as exc:
             # Removed now rather than at the end of the run: nothing can use a broken
             # stack, and the error already holds what its containers had to say.
@@ -475,6 +511,11 @@ class TargetSession:
             f"  stop it:  docker compose -p {project} down --volumes",
         ]
         self.progress("\n".join(lines))
+
+
+def _port_of(app: AppDescription, service: str) -> int | None:
+    described = app.services.get(service)
+    return described.port if described is not None else None
 
 
 def _stderr_progress(line: str) -> None:

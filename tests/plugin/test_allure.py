@@ -281,3 +281,14 @@ def test_environment_values_are_escaped_and_redacted(tmp_path: Path) -> None:
     lines = (tmp_path / "environment.properties").read_text().splitlines()
     # Keys escape separators, values line breaks (Java .properties); the password is gone.
     assert lines == ["db\\ url=postgresql://u:[REDACTED]@db:5432/x\\nmore", "target=external"]
+
+
+def test_the_environment_names_the_faults_and_the_topology_only_when_set() -> None:
+    target = {"target": "compose:x"}
+    plain = allure_report.environment(profile="ci", target=target, commit="abc")
+    assert "apex.topology" not in plain
+    assert "apex.faults" not in plain
+    chosen = allure_report.environment(
+        profile="ci", target=target, commit="abc", faults=("slow_redis",), topology="two_backends"
+    )
+    assert (chosen["apex.topology"], chosen["apex.faults"]) == ("two_backends", "slow_redis")

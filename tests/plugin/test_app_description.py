@@ -127,3 +127,94 @@ def test_an_explicit_file_must_hold_a_description(tmp_path: Path) -> None:
         find_description(tmp_path, explicit=path)
     with pytest.raises(DescriptionError, match="does not exist"):
         find_description(tmp_path, explicit=tmp_path / "missing.toml")
+
+
+# --- topologies -------------------------------------------------------------------------------
+
+
+def test_the_reference_stack_describes_its_two_backend_topology() -> None:
+    description = reference_description()
+    topology = description.topologies["two_backends"]
+    assert topology.files == ("topologies/two_backends.yml",)
+    assert dict(topology.endpoints) == {"backend": "gateway"}
+    assert dict(topology.replicated) == {"backend": 2}
+    assert (topology.replicas_of("backend"), topology.replicas_of("auth")) == (2, 1)
+    liveness = description.services["backend"].liveness
+    assert liveness is not None
+    assert liveness.instance_field == "instance"
+
+
+def test_a_topology_is_read_with_its_files_endpoints_and_replicas() -> None:
+    description = load_description(
+        {
+            "name": "notes",
+            "services": {
+                "api": {
+                    "role": "api",
+                    "port": 8080,
+                    "liveness": {"path": "/healthz", "instance_field": "host.name"},
+                },
+            },
+            "topologies": {
+                "scaled": {
+                    "files": ["scaled.yml", "lb.yml"],
+                    "endpoints": {"api": "lb"},
+                    "replicas": {"api": 3},
+                },
+                "plain": {},
+            },
+        },
+        "apex.toml",
+    )
+    scaled = description.topologies["scaled"]
+    assert (scaled.name, scaled.files, dict(scaled.replicated)) == (
+        "scaled",
+        ("scaled.yml", "lb.yml"),
+        {"api": 3},
+    )
+    assert dict(description.topologies["plain"].replicated) == {}
+    liveness = description.services["api"].liveness
+    assert liveness is not None
+    assert liveness.instance_field == "host.name"
+    assert load_description(MINIMAL, "apex.toml").topologies == {}
+
+
+def test_a_topology_must_name_described_services_and_known_keys() -> None:
+    message = _problems(
+        {
+            **MINIMAL,
+            "topologies": {
+                "scaled": {"endpoints": {"apii": "lb"}, "replicas": {"ap": 2}},
+            },
+        }
+    )
+    assert "topologies.scaled.endpoints: 'apii' is not a described service" in message
+    assert "topologies.scaled.replicas: 'ap' is not a described service" in message
+    assert "(did you mean 'api'?)" in message
+    message = _problems(
+        {
+            **MINIMAL,
+            "topologies": {
+                "scaled": {"replica": {"api": 2}},
+                "zero": {"replicas": {"api": 0}},
+                "odd": {"files": "scaled.yml"},
+            },
+        }
+    )
+    assert "topologies.scaled: unknown key 'replica' (did you mean 'replicas'?)" in message
+    assert "topologies.zero.replicas.api: 0 is less than the minimum of 1" in message
+    assert "topologies.odd.files: 'scaled.yml' is not of type 'array'" in message
+
+
+def _api_routes(**routes: dict[str, str]) -> dict[str, Any]:
+    return {"name": "notes", "services": {"api": {"role": "api", **routes}}}
+
+
+def test_only_the_liveness_route_names_the_answering_instance() -> None:
+    message = _problems(_api_routes(readiness={"path": "/readyz", "instance_field": "host"}))
+    assert (
+        "services.api.readiness.instance_field: only the liveness route names the answering "
+        "instance" in message
+    )
+    message = _problems(_api_routes(liveness={"path": "/healthz", "instance_field": ""}))
+    assert "services.api.liveness.instance_field: '' should be non-empty" in message

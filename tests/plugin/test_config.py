@@ -29,6 +29,7 @@ OPTIONS = {
     "--apex-faults": "apex_faults",
     "--apex-app": "apex_app",
     "--apex-inconclusive": "apex_inconclusive",
+    "--apex-topology": "apex_topology",
 }
 
 
@@ -501,3 +502,59 @@ def test_report_header_redacts_credentials_in_urls(apex: ApexPytester) -> None:
     header = result.stdout.str()
     assert "apex: profile ci, target external" in header
     assert "hunter2-secret" not in header
+
+
+# --- topologies -------------------------------------------------------------------------------
+
+
+def test_topology_defaults_to_the_base_stack(apex: ApexPytester) -> None:
+    settings = _settings(apex)
+    assert (settings.topology, settings.selected_topology) == ("", None)
+
+
+def test_topology_is_read_from_its_ini_twin_and_the_command_line_wins(
+    apex: ApexPytester,
+) -> None:
+    apex.pytester.makeini("[pytest]\napex_topology = two_backends\n")
+    settings = _settings(apex)
+    assert settings.topology == "two_backends"
+    assert settings.selected_topology is settings.app.topologies["two_backends"]
+    app = """
+[app]
+name = "notes"
+services = { api = { role = "api" } }
+topologies = { one = {}, two = { replicas = { api = 2 } } }
+"""
+    apex.pytester.makefile(".toml", apex=app)
+    apex.pytester.makeini("[pytest]\napex_topology = one\n")
+    assert _settings(apex).topology == "one"
+    assert _settings(apex, "--apex-topology=two").topology == "two"
+
+
+def test_an_unknown_topology_names_the_key_and_the_known_ones(apex: ApexPytester) -> None:
+    message = _usage_error(apex, "--apex-topology=two_backend")
+    assert message.startswith("apex: --apex-topology: unknown topology 'two_backend'")
+    assert "did you mean two_backends?" in message
+    assert message.endswith("accepted: two_backends")
+    apex.pytester.makeini("[pytest]\napex_topology = nope\n")
+    assert _usage_error(apex).startswith("apex: apex_topology: unknown topology 'nope'")
+
+
+def test_an_app_without_topologies_says_it_declares_none(apex: ApexPytester) -> None:
+    apex.pytester.makefile(".toml", apex=NOTES_APP)
+    message = _usage_error(apex, "--apex-topology=two_backends")
+    assert "the app description of notes declares no topologies" in message
+
+
+def test_report_header_and_verdict_name_the_topology(apex: ApexPytester) -> None:
+    apex.pytester.makepyfile("def test_ok():\n    pass\n")
+    result = apex.run(
+        "--apex-url=backend=https://staging.example.com", "--apex-topology=two_backends"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "apex: profile ci, target external (backend=https://staging.example.com), "
+            "topology two_backends"
+        ]
+    )
+    assert apex.report()["topology"] == "two_backends"

@@ -32,7 +32,8 @@ from pytest_apex.fixtures import _containers_or_skip
 from pytest_apex.reference import PORT_SCHEMES, reference_description
 from pytest_apex.settings import ApexSettings
 from pytest_apex.targets import compose, lifecycle, reaping
-from pytest_apex.targets.compose import ComposeTarget, _endpoints_of
+from pytest_apex.targets.base import ServedBy
+from pytest_apex.targets.compose import ComposeTarget, _container_info, _endpoints_of
 from pytest_apex.targets.errors import (
     CommandTimedOut,
     ContainerQueryError,
@@ -1446,3 +1447,124 @@ def test_apex_postgres_dsn_fails_on_a_compose_target_docker_cannot_answer_for(
     assert caught.type is pytest.fail.Exception, f"skipped as if external: {caught.value}"
     assert "cannot read the configuration of compose:apexrun-1-abcdef" in str(caught.value)
     assert "daemon gone" in str(caught.value)
+
+
+# --- topologies: override files and endpoints served through another service -----------------
+
+TWO_BACKENDS = [
+    # Two replicas, each on an ephemeral port of its own: neither is "the" backend.
+    ps_entry("backend", publishers=[published(8000, 40001)]),
+    ps_entry("backend", publishers=[published(8000, 40002)]),
+    ps_entry("gateway", publishers=[published(9000, 40009), published(8000, 40008)]),
+    ps_entry("redis", publishers=[published(6379, 49154)]),
+]
+
+
+@pytest.fixture
+def topology_file(compose_file: Path) -> Path:
+    path = compose_file.parent / "topologies" / "two_backends.yml"
+    path.parent.mkdir()
+    path.write_text("services: {}\n", encoding="utf-8")
+    return path
+
+
+def test_a_topology_brings_its_override_files_and_serves_through_its_balancer(
+    compose_file: Path, topology_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker(TWO_BACKENDS)
+    target = controller(compose_file, runner, topology="two_backends").acquire()
+    [up] = runner.ran("compose", "up")
+    assert str(topology_file) in up
+    # The balancer's published port for the backend's own container port (8000), not its
+    # other one, and not a replica's.
+    assert target.endpoints()["backend"] == "http://127.0.0.1:40008"
+    assert target.endpoints()["redis"] == "redis://127.0.0.1:49154"
+
+
+def test_a_topology_and_a_container_fault_bring_both_override_files(
+    compose_file: Path, topology_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker(TWO_BACKENDS)
+    controller(compose_file, runner, topology="two_backends", faults=("root_user",)).acquire()
+    [up] = runner.ran("compose", "up")
+    assert str(topology_file) in up
+    assert str(compose_file.parent / "faults" / "root_user.yml") in up
+
+
+def test_a_missing_topology_file_is_named_before_compose_runs(
+    compose_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker(TWO_BACKENDS)
+    session = controller(compose_file, runner, topology="two_backends")
+    with pytest.raises(StackStartError) as caught:
+        session.acquire()
+    message = str(caught.value)
+    assert message.startswith("topology two_backends: override file(s) ")
+    assert str(compose_file.parent / "topologies" / "two_backends.yml") in message
+    assert "topologies.two_backends.files" in message
+    assert not runner.ran("compose", "up")
+    with pytest.raises(StackStartError, match="topology two_backends: override file"):
+        worker_of(session, runner).acquire()  # every worker hears the same
+
+
+def test_a_balancer_that_does_not_publish_the_port_fails_the_start_naming_it(
+    compose_file: Path, topology_file: Path, state_root: Path, sigterm_restored: None
+) -> None:
+    no_port = [e for e in TWO_BACKENDS if e["Service"] != "gateway"]
+    no_port.append(ps_entry("gateway", publishers=[published(9000, 40009)]))
+    runner = FakeDocker(no_port)
+    session = controller(compose_file, runner, topology="two_backends")
+    with pytest.raises(StackStartError) as caught:
+        session.acquire()
+    message = str(caught.value)
+    assert "topology two_backends: backend is served by compose service 'gateway'" in message
+    assert "port 8000" in message
+    assert "gateway publishes 9000" in message
+    assert len(runner.ran("compose", "down")) == 1  # the stack that cannot serve is removed
+
+
+def test_a_balancer_that_is_not_there_is_named_too(compose_file: Path) -> None:
+    target = ComposeTarget(
+        compose_file,
+        "apexrun-1-abcdef",
+        runner=FakeDocker(HEALTHY),
+        served_by={"backend": ServedBy("gateway", 8000)},
+        topology="two_backends",
+    )
+    with pytest.raises(StackStartError, match="no running gateway container publishes a port"):
+        target.endpoints()
+    any_port = ComposeTarget(
+        compose_file,
+        "apexrun-1-abcdef",
+        runner=FakeDocker(TWO_BACKENDS),
+        served_by={"backend": ServedBy("gateway")},
+    )
+    assert any_port.endpoints()["backend"] == "http://127.0.0.1:40008"  # its lowest port
+
+
+def test_on_an_external_target_a_topology_only_sets_expectations(
+    state_root: Path, sigterm_restored: None
+) -> None:
+    runner = FakeDocker()
+    settings = ApexSettings(urls={"backend": "https://lb.staging.example"}, topology="two_backends")
+    target = TargetSession.for_controller(settings, runner=runner).acquire()
+    assert target.endpoints() == {"backend": "https://lb.staging.example"}
+    assert settings.selected_topology is not None
+    assert dict(settings.selected_topology.replicated) == {"backend": 2}
+    assert runner.calls == []
+
+
+def test_each_replica_is_inspected_with_its_compose_number(compose_file: Path) -> None:
+    def inspect(args: list[str]) -> Response:
+        replicas = []
+        for number in (1, 2):
+            entry = _inspect("backend")
+            entry["Id"] = f"id-backend-{number}"
+            entry["Config"]["Labels"]["com.docker.compose.container-number"] = str(number)
+            replicas.append(entry)
+        return _done(args, 0, json.dumps(replicas))
+
+    runner = FakeDocker(TWO_BACKENDS[:2]).on("docker", "inspect", do=inspect)
+    containers = ComposeTarget(compose_file, "apexrun-1-abcdef", runner=runner).containers()
+    assert [(c.service, c.number) for c in containers] == [("backend", 1), ("backend", 2)]
+    assert _container_info("redis", _inspect("redis")).number == 0  # no label: unknown
