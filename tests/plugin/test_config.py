@@ -30,6 +30,7 @@ OPTIONS = {
     "--apex-app": "apex_app",
     "--apex-inconclusive": "apex_inconclusive",
     "--apex-topology": "apex_topology",
+    "--apex-seed": "apex_seed",
 }
 
 
@@ -558,3 +559,13 @@ def test_report_header_and_verdict_name_the_topology(apex: ApexPytester) -> None
         ]
     )
     assert apex.report()["topology"] == "two_backends"
+
+
+def test_the_seed_comes_from_the_command_line_else_the_ini_and_must_be_a_number(
+    tmp_path: Path,
+) -> None:
+    assert _resolve(tmp_path).seed is None  # a new seed per run, chosen by the suite
+    assert _resolve(tmp_path, ini={"seed": "7"}).seed == 7
+    assert _resolve(tmp_path, cli={"seed": "11"}, ini={"seed": "7"}).seed == 11
+    with pytest.raises(pytest.UsageError, match=r"--apex-seed: not an integer: 'x'"):
+        _resolve(tmp_path, cli={"seed": "x"})
