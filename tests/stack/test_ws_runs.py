@@ -64,9 +64,7 @@ async def test_cancel_run_ends_in_agent_cancelled_and_leaves_others_alone(http, 
         row = await _status_becomes(alice, run_a, "cancelled")
         assert row["error"] == "cancelled by the user"
         assert row["cleanup_completed"] is True
-        assert [e["type"] for e in sa.events(run_a) if e["type"] in TERMINAL] == [
-            "agent_cancelled"
-        ]
+        assert [e["type"] for e in sa.events(run_a) if e["type"] in TERMINAL] == ["agent_cancelled"]
         assert "tool_completed" not in [e["type"] for e in sa.events(run_a)]
         await _status_becomes(bob, run_b, "completed")
         # Neither user saw anything of the other.
@@ -90,7 +88,7 @@ async def test_a_run_can_be_cancelled_right_after_its_start(http, apex_endpoints
 async def test_cancel_of_a_run_not_the_callers_own_is_run_not_found(http, apex_endpoints):
     """Someone else's run, an unknown id and a finished run get the same answer, so a
     cancel reveals nothing; the other user's run goes on untouched."""
-    (alice, bob), (ta, _tb), (sa, sb) = await _users(http, apex_endpoints, 2)
+    (alice, _bob), (ta, _tb), (sa, sb) = await _users(http, apex_endpoints, 2)
     try:
         finished = await sb.start(canary("bob-done"))
         await sb.terminal(finished)

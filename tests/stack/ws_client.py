@@ -38,7 +38,9 @@ class Client:
         cls, http: httpx.AsyncClient, endpoints: dict[str, str], prefix: str = "ws"
     ) -> Client:
         client = cls(http, endpoints, f"{prefix}-{uuid.uuid4().hex[:12]}@apex.test")
-        answer = await http.post(f"{endpoints['auth']}/auth/dev/login", json={"email": client.email})
+        answer = await http.post(
+            f"{endpoints['auth']}/auth/dev/login", json={"email": client.email}
+        )
         answer.raise_for_status()
         body = answer.json()
         client.user_id, client.token = body["user"]["id"], body["access_token"]
@@ -56,7 +58,9 @@ class Client:
         return str(answer.json()["id"])
 
     async def run_status(self, run_id: str) -> httpx.Response:
-        return await self.http.get(f"{self.endpoints['backend']}/api/runs/{run_id}", headers=self.auth)
+        return await self.http.get(
+            f"{self.endpoints['backend']}/api/runs/{run_id}", headers=self.auth
+        )
 
     async def connect(self) -> Socket:
         ws = await websockets.connect(
@@ -89,9 +93,7 @@ class Socket:
         await self.ws.send(json.dumps({"type": kind, "payload": payload, "message_id": message_id}))
         return message_id
 
-    async def wait_for(
-        self, predicate: Callable[[list[Frame]], Any], timeout: float = 30.0
-    ) -> Any:
+    async def wait_for(self, predicate: Callable[[list[Frame]], Any], timeout: float = 30.0) -> Any:
         """The first truthy value of `predicate(frames)` within `timeout` seconds."""
         deadline = time.monotonic() + timeout
         async with self._changed:
@@ -149,12 +151,6 @@ class Socket:
         self._reader.cancel()
         with suppress(asyncio.CancelledError):
             await self._reader
-
-
-def foreign(frames: list[Frame], owner: Client, *others: Client) -> list[Frame]:
-    """Frames `owner` received that carry another user's id or e-mail anywhere."""
-    marks = [m for o in others for m in (o.user_id, o.email)]
-    return [f for f in frames if any(m in json.dumps(f) for m in marks)]
 
 
 def canary(label: str) -> str:
