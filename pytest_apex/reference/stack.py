@@ -28,6 +28,11 @@ KNOWN_FAULTS: Final[tuple[str, ...]] = (
     "weak_jwt",
     "open_cors",
     "root_user",
+    "slow_redis",
+    "late_fanout",
+    "error_context",
+    "cancel_leak",
+    "overflow_shared",
 )
 
 # Fault switches that are a container property rather than code: each is applied by the
