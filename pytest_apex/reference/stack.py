@@ -28,6 +28,9 @@ KNOWN_FAULTS: Final[tuple[str, ...]] = (
     "weak_jwt",
     "open_cors",
     "root_user",
+    "preview_leak",
+    "page_cache",
+    "replica_ids",
 )
 
 # Fault switches that are a container property rather than code: each is applied by the
