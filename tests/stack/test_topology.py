@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -57,6 +58,26 @@ def test_the_gateway_spreads_connections_over_both_replicas(fault_stack, two_bac
     # Round robin per connection: the docker health check's own connections take turns
     # too, so the split is near even rather than exact.
     assert min(seen.values()) >= CONNECTIONS // 4, seen
+
+
+def test_the_gateway_follows_recreated_replicas(fault_stack, two_backends):
+    """Replicas recreated behind its back (new containers, maybe new addresses) are
+    reached again once the gateway re-resolves the name, within seconds."""
+    before = _replicas(fault_stack)
+    fault_stack.target.recreate(("backend",), {})
+    after = _replicas(fault_stack)
+    assert len(after) == 2, after
+    assert after.isdisjoint(before), (before, after)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            seen = set(_instance_per_connection(two_backends["backend"], 6))
+        except httpx.HTTPError as exc:  # an old address, until the gateway re-resolves
+            seen = {repr(exc)}
+        if seen == after:
+            break
+        assert time.monotonic() < deadline, f"the gateway still reaches {seen}, not {after}"
+        time.sleep(0.2)  # polling interval of a condition with a deadline
 
 
 def test_one_connection_stays_on_one_replica(two_backends):
