@@ -288,10 +288,12 @@ def test_page_cache_serves_another_users_second_page(fault_stack, http):
             owned[user.id] = {t["id"] for t in http.get(threads, headers=user.auth).json()}
         page2 = {"limit": 2, "offset": 2}
         alices = http.get(threads, params=page2, headers=alice.auth).json()
+        assert len(alices) == 1  # her oldest thread: 3 threads, page 2 of 2
         assert {t["id"] for t in alices} <= owned[alice.id]
         for _ in range(2):  # a repeated read: the shared entry keeps answering
             bobs = http.get(threads, params=page2, headers=bob.auth).json()
             seen = {t["id"] for t in bobs}
+            assert len(seen) == 1, (faults, bobs)
             assert (seen <= owned[alice.id]) is leaks, (faults, bobs)
             assert (seen <= owned[bob.id]) is not leaks, (faults, bobs)
         first = http.get(threads, params={"limit": 2}, headers=bob.auth).json()
