@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,6 +26,26 @@ FAULT_OVERRIDES = STACK_DIR / "faults"  # faults/<switch>.yml for container-leve
 _RECREATE_TIMEOUT_S = 600.0
 
 
+@dataclass(frozen=True)
+class Topology:
+    """A deployment shape of the reference stack: compose override files on top of the base
+    file, the services they add, and which compose service serves a described one."""
+
+    files: tuple[Path, ...]
+    services: tuple[str, ...] = ()
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+
+
+TOPOLOGIES: dict[str, Topology] = {
+    # The backend scaled to two replicas behind a round-robin TCP gateway.
+    "two_backends": Topology(
+        files=(STACK_DIR / "topologies" / "two_backends.yml",),
+        services=("gateway",),
+        endpoints={"backend": "gateway"},
+    ),
+}
+
+
 def read_env_file(path: Path = ENV_FILE) -> dict[str, str]:
     """KEY=VALUE lines of an env file, comments and blanks skipped."""
     values = {}
@@ -43,6 +64,12 @@ class FaultStack:
     which takes seconds, so every fault gets a proof without a full bring-up each. A
     container-level switch (root_user) also adds its override file, faults/<switch>.yml,
     to that recreation; switching away recreates from the base file alone, undoing it.
+
+    A topology (`TOPOLOGIES`, e.g. two_backends) is switched the same way: its override
+    files join the recreation, which then also covers the services it adds (the gateway)
+    and scales the backend as the file says; switching away recreates from the base file,
+    which scales back and removes the added services as orphans. Under a topology the
+    endpoint of a described service is the compose service serving it (backend: gateway).
     """
 
     APP_SERVICES = ("backend", "auth")
@@ -50,29 +77,46 @@ class FaultStack:
     def __init__(self, target: ComposeTarget) -> None:
         self.target = target
         self.faults = ""
+        self.topology = ""
+        self._overrides: list[Path] = []
 
-    def switch(self, *faults: str) -> dict[str, str]:
+    def switch(self, *faults: str, topology: str = "") -> dict[str, str]:
         wanted = ",".join(sorted(faults))
-        if wanted != self.faults:
+        if (wanted, topology) != (self.faults, self.topology):
             env = {FAULTS_ENV: wanted}
+            shape = TOPOLOGIES[topology] if topology else Topology(files=())
             overrides = [
                 FAULT_OVERRIDES / f"{f}.yml" for f in sorted(faults) if f in CONTAINER_FAULTS
             ]
-            if overrides:
-                self._recreate_with(overrides, env)
+            overrides += shape.files
+            if overrides or self._overrides:
+                self._recreate_with(overrides, env, (*self.APP_SERVICES, *shape.services))
             else:
                 self.target.recreate(self.APP_SERVICES, env)
-            self.faults = wanted
-        return self.target.endpoints()
+            self.faults, self.topology, self._overrides = wanted, topology, overrides
+        return self.endpoints()
 
-    def _recreate_with(self, overrides: list[Path], env: dict[str, str]) -> None:
-        """`ComposeTarget.recreate` knows only its one compose file, so the recreation with
-        override files runs compose here; the target is then attached afresh, because the
-        old object's cached endpoints predate the recreated containers' new ports."""
+    def endpoints(self) -> dict[str, str]:
+        """Each service's URL; under a topology a described service's URL is that of the
+        compose service serving it, which is then not listed under its own name."""
+        urls = self.target.endpoints()
+        if self.topology:
+            for described, serving in TOPOLOGIES[self.topology].endpoints.items():
+                urls[described] = urls.pop(serving)
+        return urls
+
+    def _recreate_with(
+        self, overrides: list[Path], env: dict[str, str], services: tuple[str, ...]
+    ) -> None:
+        """`ComposeTarget.recreate` runs `up` with the files its target was made with, so a
+        recreation that adds or drops override files runs compose here; the target is then
+        attached afresh with the new files, because the old object's cached endpoints
+        predate the recreated containers' new ports. `--remove-orphans` takes away the
+        services of override files left out this time (a topology's gateway)."""
         old = self.target
         files = [a for f in (old.compose_file, *overrides) for a in ("-f", str(f))]
         command = ["docker", "compose", "--project-name", old.project, *files, "up", "--detach"]
-        command += ["--wait", "--no-deps", "--force-recreate", *self.APP_SERVICES]
+        command += ["--wait", "--no-deps", "--force-recreate", "--remove-orphans", *services]
         new_env = {**old.env, **env}
         result = old.runner(
             command, cwd=str(old.compose_file.parent), env=new_env, timeout=_RECREATE_TIMEOUT_S
@@ -85,6 +129,7 @@ class FaultStack:
             runner=old.runner,
             progress=old.progress,
             port_schemes=old.port_schemes,
+            override_files=overrides,
         )
 
     def sql(self, statement: str) -> str:
@@ -108,10 +153,10 @@ class FaultStack:
         """Forget agent runs, so a fault's traces never leak into a later clean check."""
         self.sql("TRUNCATE agent_executions")
 
-    def suite_urls(self, *faults: str) -> dict[str, str]:
-        """Switch to `faults`; the `--apex-url` values that point a suite at this stack,
-        PostgreSQL with the credentials its container was given."""
-        urls = self.switch(*faults)
+    def suite_urls(self, *faults: str, topology: str = "") -> dict[str, str]:
+        """Switch to `faults` (and `topology`); the `--apex-url` values that point a suite at
+        this stack, PostgreSQL with the credentials its container was given."""
+        urls = self.switch(*faults, topology=topology)
         env = self.target.environment("postgres")
         host = urlsplit(urls["postgres"]).netloc
         urls["postgres"] = postgres_dsn(

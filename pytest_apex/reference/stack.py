@@ -33,6 +33,9 @@ KNOWN_FAULTS: Final[tuple[str, ...]] = (
     "error_context",
     "cancel_leak",
     "overflow_shared",
+    "preview_leak",
+    "page_cache",
+    "replica_ids",
 )
 
 # Fault switches that are a container property rather than code: each is applied by the

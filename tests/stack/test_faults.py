@@ -8,6 +8,7 @@ fault, so a switch that does nothing fails here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 import uuid
@@ -19,6 +20,7 @@ import pytest
 from pytest_apex.adapters.apex import ApexAdapter
 from tests.conftest import concurrent_agent_runs
 from tests.stack.conftest import login
+from tests.stack.test_services import run_agent
 
 pytestmark = pytest.mark.xdist_group("fault-stack")
 
@@ -244,3 +246,133 @@ def test_root_user_without_its_override_file_is_refused_not_ignored(fault_stack,
         timeout=60,
     ).stdout
     assert ("faults/root_user.yml" in printed) is refused, printed
+
+
+def _thread_with_message(http: httpx.Client, backend: str, user, text: str) -> str:
+    thread = http.post(f"{backend}/api/threads", json={"title": "t"}, headers=user.auth).json()
+    posted = http.post(
+        f"{backend}/api/threads/{thread['id']}/messages", json={"content": text}, headers=user.auth
+    )
+    assert posted.status_code == 201, posted.text
+    return thread["id"]
+
+
+def test_preview_leak_shows_another_users_message_in_a_preview(fault_stack, http):
+    """Alice lists her threads, then Bob lists his: Bob's first thread carries the start of
+    Alice's latest message (a truncated, nested leak, no full token of hers)."""
+    for faults, leaks in (((), False), (("preview_leak",), True)):
+        endpoints = fault_stack.switch(*faults)
+        backend = endpoints["backend"]
+        alice, bob = login(http, endpoints["auth"]), login(http, endpoints["auth"])
+        secret = f"alice-{uuid.uuid4().hex} private words"
+        _thread_with_message(http, backend, alice, secret)
+        http.get(f"{backend}/api/threads", headers=alice.auth)
+        bobs = _thread_with_message(http, backend, bob, "bob's own note")
+        (listed,) = http.get(f"{backend}/api/threads", headers=bob.auth).json()
+        assert listed["id"] == bobs  # his thread: only the preview is someone else's
+        expected = secret[:32] if leaks else "bob's own note"
+        assert listed["last_message_preview"] == expected, faults
+
+
+def test_page_cache_serves_another_users_second_page(fault_stack, http):
+    """Alice reads her page 2; Bob asking for page 2 with the same limit gets hers (his
+    first page stays his: only the later pages lost the user from their key)."""
+    for faults, leaks in (((), False), (("page_cache",), True)):
+        endpoints = fault_stack.switch(*faults)
+        threads = endpoints["backend"] + "/api/threads"
+        alice, bob = login(http, endpoints["auth"]), login(http, endpoints["auth"])
+        owned = {}
+        for user in (alice, bob):
+            for i in range(3):
+                http.post(threads, json={"title": f"{user.email} {i}"}, headers=user.auth)
+            owned[user.id] = {t["id"] for t in http.get(threads, headers=user.auth).json()}
+        page2 = {"limit": 2, "offset": 2}
+        alices = http.get(threads, params=page2, headers=alice.auth).json()
+        assert len(alices) == 1  # her oldest thread: 3 threads, page 2 of 2
+        assert {t["id"] for t in alices} <= owned[alice.id]
+        for _ in range(2):  # a repeated read: the shared entry keeps answering
+            bobs = http.get(threads, params=page2, headers=bob.auth).json()
+            seen = {t["id"] for t in bobs}
+            assert len(seen) == 1, (faults, bobs)
+            assert (seen <= owned[alice.id]) is leaks, (faults, bobs)
+            assert (seen <= owned[bob.id]) is not leaks, (faults, bobs)
+        first = http.get(threads, params={"limit": 2}, headers=bob.auth).json()
+        assert {t["id"] for t in first} <= owned[bob.id], faults
+
+
+def _client_on(gateway: str, instance: str | None = None) -> tuple[httpx.Client, str]:
+    """A client whose (kept-alive) connection through the gateway landed on `instance`
+    (any, when None); the gateway picks a replica per connection."""
+    for _ in range(10):
+        client = httpx.Client(base_url=gateway, timeout=30.0)
+        landed = client.get("/health/live").json()["instance"]
+        if instance in (None, landed):
+            return client, landed
+        client.close()
+    raise AssertionError(f"10 connections through the gateway, none reached {instance}")
+
+
+def _finished_run(fault_stack, backend: str, user) -> str:
+    """Run the agent once for `user` (over the socket); its run id once the database says
+    the run ended. Read there, not over REST, so that no replica caches it yet."""
+    thread = httpx.post(
+        f"{backend}/api/threads", json={"title": "run"}, headers=user.auth, timeout=30
+    ).json()
+    events = run_agent(backend, user, thread["id"], f"run of {user.email}")
+    assert events[-1]["type"] == "agent_completed", events
+    run_id = events[-1]["run_id"]
+    ended = f"SELECT completed_at IS NOT NULL FROM agent_executions WHERE run_id = '{run_id}'"
+    deadline = time.monotonic() + 30
+    while fault_stack.sql(ended) != "t":
+        assert time.monotonic() < deadline, f"run {run_id} never recorded its end"
+        time.sleep(0.1)  # polling interval of a condition with a deadline
+    return run_id
+
+
+def _replica_ids_witness(fault_stack, faults: tuple[str, ...], topology: str = "") -> str:
+    """Alice reads her finished run through one connection, Bob his through another (with
+    two replicas: on the other replica), then Alice reads hers again on her connection.
+    The user id of the run she is shown the second time."""
+    endpoints = fault_stack.switch(*faults, topology=topology)
+    backend = endpoints["backend"]
+    with httpx.Client(timeout=30.0) as http:
+        alice, bob = login(http, endpoints["auth"]), login(http, endpoints["auth"])
+    runs = {alice.id: _finished_run(fault_stack, backend, alice)}
+    runs[bob.id] = _finished_run(fault_stack, backend, bob)
+    alice_http, alice_on = _client_on(backend)
+    bob_http, bob_on = _client_on(backend, None if not topology else _other(backend, alice_on))
+    with contextlib.closing(alice_http), contextlib.closing(bob_http):
+
+        def read(client: httpx.Client, on: str, user) -> dict:
+            # Still the same connection (the same replica) as when it was picked.
+            assert client.get("/health/live").json()["instance"] == on
+            answer = client.get(f"/api/runs/{runs[user.id]}", headers=user.auth)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        assert read(alice_http, alice_on, alice)["user_id"] == alice.id  # cached by her replica
+        assert read(bob_http, bob_on, bob)["user_id"] == bob.id  # cached by his
+        shown = read(alice_http, alice_on, alice)["user_id"]
+        return {alice.id: "alice", bob.id: "bob"}.get(shown, shown)
+
+
+def _other(gateway: str, instance: str) -> str:
+    """The replica behind the gateway that is not `instance`."""
+    for _ in range(10):
+        with httpx.Client(base_url=gateway, timeout=30.0) as client:
+            landed = client.get("/health/live").json()["instance"]
+        if landed != instance:
+            return landed
+    raise AssertionError(f"10 connections through the gateway all reached {instance}")
+
+
+def test_replica_ids_mixes_run_status_between_replicas(fault_stack):
+    """Run status cached under a process-local number: harmless with one backend, another
+    user's run once two replicas hand out the same numbers."""
+    try:
+        assert _replica_ids_witness(fault_stack, ("replica_ids",)) == "alice"
+        assert _replica_ids_witness(fault_stack, (), topology="two_backends") == "alice"
+        assert _replica_ids_witness(fault_stack, ("replica_ids",), "two_backends") == "bob"
+    finally:
+        fault_stack.switch()
+        fault_stack.reset_data()

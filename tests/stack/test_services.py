@@ -172,6 +172,101 @@ class TestThreads:
         assert [m["content"] for m in listed.json()] == ["hello"]
 
 
+class TestThreadPages:
+    """GET /api/threads?limit=&offset=: offset pages of the caller's threads, newest first."""
+
+    @staticmethod
+    def _create(http: httpx.Client, backend: str, user: User, count: int) -> list[str]:
+        """`count` threads of `user`, their ids newest first (the listing's order)."""
+        url = f"{backend}/api/threads"
+        ids = [
+            http.post(url, json={"title": f"t{i}"}, headers=user.auth).json()["id"]
+            for i in range(count)
+        ]
+        return ids[::-1]
+
+    @staticmethod
+    def _page(http: httpx.Client, backend: str, user: User, **params: int) -> list[dict]:
+        response = http.get(f"{backend}/api/threads", params=params, headers=user.auth)
+        assert response.status_code == 200, response.text
+        assert isinstance(response.json(), list)
+        return response.json()
+
+    def test_pages_are_disjoint_complete_and_in_order(self, http, apex_endpoints, new_user):
+        backend, user = apex_endpoints["backend"], new_user()
+        created = self._create(http, backend, user, 7)
+        for size in (1, 3, 7, 100):
+            pages = []
+            while not pages or len(pages[-1]) == size:  # a short or empty page is the last
+                pages.append(self._page(http, backend, user, limit=size, offset=size * len(pages)))
+                assert len(pages) <= 8, f"limit={size}: the walk does not end"
+            walked = [t["id"] for page in pages for t in page]
+            assert walked == created, size  # disjoint, complete, newest first
+            assert all(t["user_id"] == user.id for page in pages for t in page)
+
+    def test_default_and_largest_page_and_limit_bounds(self, http, apex_endpoints, new_user):
+        backend, user = apex_endpoints["backend"], new_user()
+        created = self._create(http, backend, user, 101)
+        assert [t["id"] for t in self._page(http, backend, user)] == created[:50]
+        assert [t["id"] for t in self._page(http, backend, user, limit=100)] == created[:100]
+        assert [t["id"] for t in self._page(http, backend, user, limit=100, offset=100)] == [
+            created[100]
+        ]
+        assert self._page(http, backend, user, offset=101) == []
+        for params in ({"limit": 101}, {"limit": 0}, {"limit": -1}, {"offset": -1}):
+            refused = http.get(f"{backend}/api/threads", params=params, headers=user.auth)
+            assert refused.status_code == 422, (params, refused.text)
+
+    def test_cached_pages_follow_a_new_thread(self, http, apex_endpoints, new_user):
+        """Every cached page of the user goes stale with a new thread, later pages too."""
+        backend, user = apex_endpoints["backend"], new_user()
+        created = self._create(http, backend, user, 4)
+        for _ in range(2):  # the second read is served from the cache
+            assert [t["id"] for t in self._page(http, backend, user, limit=2, offset=2)] == (
+                created[2:]
+            )
+        newest = self._create(http, backend, user, 1)
+        assert [t["id"] for t in self._page(http, backend, user, limit=2, offset=2)] == (
+            created[1:3]
+        )
+        assert [t["id"] for t in self._page(http, backend, user, limit=2)] == [
+            *newest,
+            created[0],
+        ]
+
+    def test_previews_are_the_own_latest_message(self, http, apex_endpoints, new_user):
+        backend, alice, bob = apex_endpoints["backend"], new_user(), new_user()
+        quiet, busy = self._create(http, backend, alice, 2)[::-1]
+        bobs = self._create(http, backend, bob, 1)[0]
+        for owner, thread, text in (
+            (alice, busy, "first message of alice"),
+            (bob, bobs, "bob writes something else entirely here"),
+            (alice, busy, "alice's latest message, longer than thirty-two characters"),
+        ):
+            posted = http.post(
+                f"{backend}/api/threads/{thread}/messages",
+                json={"content": text},
+                headers=owner.auth,
+            )
+            assert posted.status_code == 201, posted.text
+        for _ in range(2):  # the second read is served from the cache
+            previews = {
+                t["id"]: t["last_message_preview"] for t in self._page(http, backend, alice)
+            }
+            assert previews == {
+                busy: "alice's latest message, longer than thirty-two characters"[:32],
+                quiet: None,
+            }
+        (listed,) = self._page(http, backend, bob)
+        assert listed["last_message_preview"] == "bob writes something else entire"
+        # A message posted after the page was cached shows at once.
+        http.post(
+            f"{backend}/api/threads/{quiet}/messages", json={"content": "now"}, headers=alice.auth
+        )
+        previews = {t["id"]: t["last_message_preview"] for t in self._page(http, backend, alice)}
+        assert previews[quiet] == "now"
+
+
 class TestAgentRun:
     def test_websocket_run_streams_all_five_events_in_order(self, http, apex_endpoints, new_user):
         backend, user = apex_endpoints["backend"], new_user()
@@ -245,6 +340,14 @@ class TestHealthAndIntrospection:
         assert response.status_code == 200, response.text
         assert response.headers["content-type"].startswith("application/health+json")
         assert response.json()["status"] == "pass"
+
+    def test_liveness_and_config_name_the_instance(self, http, apex_endpoints):
+        live = http.get(apex_endpoints["backend"] + "/health/live").json()
+        config = http.get(apex_endpoints["backend"] + "/health/config").json()
+        assert isinstance(live["instance"], str), live
+        assert live["instance"], live
+        assert config["instance"] == live["instance"]
+        assert config["pagination"]["threads"] == {"default_limit": 50, "max_limit": 100}
 
     def test_readiness_checks_each_dependency(self, http, apex_endpoints):
         checks = http.get(apex_endpoints["backend"] + "/health/ready").json()["checks"]

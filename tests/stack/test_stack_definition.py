@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import COMPOSE_FILE, ENV_FILE, STACK_DIR, read_env_file
+from tests.conftest import COMPOSE_FILE, ENV_FILE, STACK_DIR, TOPOLOGIES, read_env_file
 
 # Keys consumed outside the Python services (by an image's entrypoint or command).
 CONSUMED_BY_IMAGES = {
@@ -42,12 +44,10 @@ def test_every_env_staging_key_is_read_by_code(key):
         )
 
 
-@pytest.fixture(scope="module")
-def compose_config() -> dict:
-    import json
-
+def _config(*overrides: Path) -> dict:
+    files = [a for f in (COMPOSE_FILE, *overrides) for a in ("-f", str(f))]
     result = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+        ["docker", "compose", *files, "config", "--format", "json"],
         capture_output=True,
         check=True,
         env={"PATH": "/usr/bin:/usr/local/bin:/bin"},
@@ -55,12 +55,50 @@ def compose_config() -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.fixture(scope="module")
+def compose_config() -> dict:
+    return _config()
+
+
+@pytest.fixture(scope="module")
+def two_backends_config() -> dict:
+    return _config(*TOPOLOGIES["two_backends"].files)
+
+
 SERVICES = ["postgres", "redis", "auth", "backend", "frontend"]
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_service_is_hardened_and_health_checked(compose_config, service):
-    spec = compose_config["services"][service]
+    _assert_hardened(compose_config["services"][service])
+
+
+@pytest.mark.parametrize("service", [*SERVICES, "gateway"])
+def test_two_backends_topology_keeps_every_service_hardened(two_backends_config, service):
+    _assert_hardened(two_backends_config["services"][service])
+
+
+def test_two_backends_topology_scales_the_backend_behind_the_gateway(
+    compose_config, two_backends_config
+):
+    services = two_backends_config["services"]
+    assert services["backend"]["deploy"]["replicas"] == 2
+    gateway = services["gateway"]
+    assert gateway["image"] == services["backend"]["image"]  # the app image, no other build
+    assert gateway["command"][-2:] == ["-m", "apex_gateway"]
+    assert "user" not in gateway  # the image's non-root user
+    assert [p["target"] for p in gateway["ports"]] == [8000]
+    assert all("published" not in p for p in gateway["ports"])  # ephemeral host port
+    # Everything else is the base stack unchanged.
+    for name, spec in compose_config["services"].items():
+        merged = services[name]
+        if name == "backend":
+            deploy = {k: v for k, v in merged["deploy"].items() if k != "replicas"}
+            merged = {**merged, "deploy": deploy}
+        assert merged == spec, name
+
+
+def _assert_hardened(spec: dict) -> None:
     assert spec["healthcheck"]["test"], "no health check"
     limits = spec["deploy"]["resources"]["limits"]
     assert float(limits["cpus"]) > 0
