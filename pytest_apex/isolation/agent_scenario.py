@@ -436,6 +436,7 @@ class _Scenario:
                     answer.text,
                     f"{answer.method} {_path(answer.url)} [{answer.status}]",
                     kind,
+                    "",  # REST answers have no phase: they answer the user's own request
                     echoed=(answer.url,),
                 )
             )
@@ -458,6 +459,13 @@ class _Scenario:
         answers = await session.read_thread(user.thread_id)
         self.keep(user, answers, "read own thread")
         self.control("own_thread_read", bool(answers) and all(a.ok for a in answers))
+        # Earlier runs' status again, after everybody else's runs since: a cache keyed
+        # wrongly answers a repeated read with someone else's entry.
+        earlier = [r for r in user.records if r.run_id and r.done][-2:]
+        for record in earlier:
+            answer = await user.session.run_status(record.run_id)
+            self.keep(user, [answer], "run status again")
+            self.control("own_run_status_read", answer.ok and record.run_id in answer.text)
 
     async def rest_after_run(self, user: _User, record: RunRecord) -> None:
         if not record.run_id:

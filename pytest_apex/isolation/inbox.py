@@ -64,10 +64,10 @@ class Leak:
             )
 
         got = self.received
+        when = ", ".join(p for p in (got.kind, got.phase, f"at {got.at:.1f} s") if p)
         return (
             f"{name(self.viewer)} received data of {name(self.owner)}: "
-            f"{self.sighting.describe()}, on {got.channel} {got.origin} "
-            f"({got.kind}, {got.phase}, at {got.at:.1f} s)"
+            f"{self.sighting.describe()}, on {got.channel} {got.origin} ({when})"
         )
 
 
