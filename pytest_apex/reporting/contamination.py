@@ -264,5 +264,7 @@ def _greys() -> Colormap:
 
 def _save(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=_DPI)
+    figure.savefig(
+        path, format="png", dpi=_DPI, bbox_inches="tight"
+    )  # the legend sits outside the axes
     return path

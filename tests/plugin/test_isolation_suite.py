@@ -3,6 +3,7 @@ pass when its controls held, its probes were answered and its database check ran
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -40,7 +41,9 @@ def apex_postgres_dsn():
 """
 
 
-def run_suite(apex: ApexPytester, *bugs: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+def run_suite(
+    apex: ApexPytester, *bugs: str, extra: tuple[str, ...] = ()
+) -> tuple[pytest.RunResult, dict[str, Any]]:
     apex.conftest(FAKE_LAYERS.format(bugs=sorted(bugs)))
     apex.pytester.makepyfile(test_isolation=SUITE.read_text(encoding="utf-8"))
     result = apex.run(
@@ -56,6 +59,7 @@ def run_suite(apex: ApexPytester, *bugs: str) -> tuple[pytest.RunResult, dict[st
         f"concurrent_users_min={USERS}",
         "--apex-threshold",
         "isolation_detectable_leak_rate_max=0.05",
+        *extra,
     )
     report = apex.report()
     return result, {c["name"]: c for c in report["criteria"]} | {"": report}
@@ -112,3 +116,15 @@ def test_no_event_ever_received_leaves_cross_user_events_unproven(apex: ApexPyte
     assert (events["observed"], events["outcome"]) == (0, "inconclusive")
     assert events["reason"] == "no user received any event of its own runs"
     assert criteria["runs_completed"]["outcome"] == "fail"
+
+
+def test_allure_gets_the_contamination_matrix_and_the_breached_stream(apex: ApexPytester) -> None:
+    results = apex.pytester.path / "allure-results"
+    run_suite(apex, "late_summary", extra=(f"--alluredir={results}",))
+    documents = [json.loads(p.read_text()) for p in results.glob("*-result.json")]
+    attachments = {a["name"]: a for d in documents for a in d.get("attachments", [])}
+    assert "contamination matrix" in attachments, attachments
+    assert any(name.startswith("stream of user") for name in attachments), attachments
+    for attachment in attachments.values():
+        picture = results / attachment["source"]
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
