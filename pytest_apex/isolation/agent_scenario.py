@@ -61,6 +61,9 @@ PROBE_KINDS: Final[tuple[ProbeKind, ...]] = (
 ProbeOutcome = Literal["refused", "served", "unanswered"]
 _HISTOGRAM_MAX_MS: Final = 3_600_000
 BURST_ROUND: Final = -1
+# Two threads each, so that every list has a second page at page size 1 (a page keyed
+# without its user shows only there) and runs alternate between threads.
+THREADS_PER_USER: Final = 2
 
 
 @dataclass(frozen=True)
@@ -148,13 +151,19 @@ class _User:
     index: int
     session: StreamingAgentSession
     canary: str
-    thread_id: str = ""
+    thread_ids: list[str] = field(default_factory=list)
+    round_no: int = 0  # the round the user is in: its runs alternate between its threads
     sockets: list[_Socket] = field(default_factory=list)
     main: _Socket | None = None
     requests: dict[str, RunRecord | ProbeRecord] = field(default_factory=dict)
     runs: dict[str, RunRecord] = field(default_factory=dict)  # run id -> record
     records: list[RunRecord] = field(default_factory=list)
     probed_values: set[str] = field(default_factory=set)  # others' ids this user sent
+
+    @property
+    def thread_id(self) -> str:
+        """The thread of the current round (a second page needs a second thread)."""
+        return self.thread_ids[self.round_no % len(self.thread_ids)] if self.thread_ids else ""
 
     def open_runs(self) -> bool:
         return any(not r.done for r in self.records)
@@ -331,12 +340,14 @@ class _Scenario:
         self.identities.add(index, session.user_id, "user_id")
         self.identities.add(index, session.username, "username")
         self.identities.add(index, session.email, "username")
-        title = self.canaries.item(index, "thread")
-        self.identities.add(index, title, "canary", "thread")
         try:
-            thread = await session.create_thread(f"{title} isolation thread of user {index}")
-            user.thread_id = str(thread["id"])
-            self.identities.add(index, user.thread_id, "item_id", "thread")
+            for number in range(THREADS_PER_USER):
+                label = f"thread {number + 1}"
+                title = self.canaries.item(index, label)
+                self.identities.add(index, title, "canary", label)
+                thread = await session.create_thread(f"{title} isolation {label} of user {index}")
+                user.thread_ids.append(str(thread["id"]))
+                self.identities.add(index, user.thread_ids[-1], "item_id", label)
             await self.ensure_main(user)
         except Exception as exc:
             self.result.error("setup failed", f"{self.result.labels[index]}: {_said(exc)}")
@@ -454,7 +465,7 @@ class _Scenario:
                 "own_thread_listed",
                 bool(pages)
                 and all(p.ok for p in pages)
-                and any(user.thread_id in p.text for p in pages),
+                and all(any(t in p.text for p in pages) for t in user.thread_ids),
             )
         answers = await session.read_thread(user.thread_id)
         self.keep(user, answers, "read own thread")
@@ -487,7 +498,7 @@ class _Scenario:
             if user.main is not None and user.main.stream is not None:
                 probe = self.new_probe(user, other, "cancel_run")
                 await self.socket_probe(user, probe, user.main.stream.cancel_run(run_id))
-        user.probed_values.add(other.thread_id)
+        user.probed_values.update(other.thread_ids)
         if user.main is not None and user.main.stream is not None:
             probe = self.new_probe(user, other, "start_on_thread")
             text = f"{self.canaries.item(user.index, 'probe request')} probe of another thread"
@@ -535,6 +546,7 @@ class _Scenario:
     async def user_round(
         self, user: _User, round_no: int, role: Role, partners: Sequence[_User]
     ) -> None:
+        user.round_no = round_no
         try:
             main = await self.ensure_main(user)
         except Exception as exc:
