@@ -504,7 +504,7 @@ class _Scenario:
             text = f"{self.canaries.item(user.index, 'probe request')} probe of another thread"
             await self.socket_probe(user, probe, user.main.stream.start_run(other.thread_id, text))
         probe = self.new_probe(user, other, "read_thread")
-        answers = await user.session.read_thread(other.thread_id)  # type: ignore[attr-defined]
+        answers = await user.session.read_thread(other.thread_id)
         self.keep(user, answers, "probe read thread")
         self.judge_answer(probe, answers[0] if answers else None)
 

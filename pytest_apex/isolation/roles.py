@@ -50,17 +50,18 @@ def assign(
     order = list(users)
     rng.shuffle(order)
     start = 0
-    for role, share in (
+    paths: tuple[tuple[Role, float], ...] = (
         ("cancel", adversity.cancel),
         ("reconnect", adversity.reconnect),
         ("fail", adversity.fail),
         ("rate_limit", adversity.rate_limit),
-    ):
+    )
+    for role, share in paths:
         # At least one user per path whenever its share is set: a path nobody took
         # proves nothing about it.
         count = max(1, math.floor(share * len(order))) if share > 0 else 0
         for user in order[start : start + count]:
-            roles[user] = role  # type: ignore[assignment]
+            roles[user] = role
         start += count
     return roles
 

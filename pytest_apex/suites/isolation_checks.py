@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
 
+from hdrh.histogram import HdrHistogram
+
 from pytest_apex.isolation.agent_scenario import PROBE_KINDS, AgentScenarioResult, RunRecord
 from pytest_apex.isolation.inbox import CHANNELS, IN_RUN, Leak
 from pytest_apex.isolation.power import describe as describe_power
@@ -128,11 +130,10 @@ def agent_checks(result: AgentScenarioResult, thresholds: Thresholds, users: int
     p95 = result.histogram(calm_adverse)
     baseline = result.histogram(calm_baseline)
 
-    def p95_s(histogram: object) -> float:
-        count = histogram.get_total_count()  # type: ignore[attr-defined]
-        if not count:
+    def p95_s(histogram: HdrHistogram) -> float:
+        if not histogram.get_total_count():
             return math.nan
-        return float(histogram.get_value_at_percentile(95)) / 1000  # type: ignore[attr-defined]
+        return float(histogram.get_value_at_percentile(95)) / 1000
 
     containment = p95_s(p95)
     checks = [

@@ -99,9 +99,11 @@ async def live_limit(app: AppDescription, endpoints: Mapping[str, str], setting:
                 value = value if found_value is None else found_value
         except (httpx.HTTPError, ValueError):
             pass  # the promised value still says where the limit should be
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return 0
     try:
-        return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+        return int(float(value))
+    except ValueError:
         return 0
 
 
