@@ -280,25 +280,17 @@ def agent_checks(result: AgentScenarioResult, thresholds: Thresholds, users: int
 def cleanup_check(result: AgentScenarioResult, thresholds: Thresholds) -> Check:
     limit = thresholds.seconds("isolation_cleanup_s_max")
     cleanup = result.cleanup
+
+    def unread(why: str) -> Check:
+        return Check("cleanup", math.nan, limit, "<=", unit="s", inconclusive=why)
+
     if cleanup is None:
-        return Check(
-            "cleanup",
-            math.nan,
-            limit,
-            "<=",
-            unit="s",
-            inconclusive="no gauges of live resources were read: "
-            + ("; ".join(result.notes) or "the app describes none (metrics.at_rest)"),
+        return unread(
+            "no gauges of live resources were read: "
+            + ("; ".join(result.notes) or "the app describes none (metrics.at_rest)")
         )
     if cleanup.error and not cleanup.last:
-        return Check(
-            "cleanup",
-            math.nan,
-            limit,
-            "<=",
-            unit="s",
-            inconclusive=f"gauges unreadable: {cleanup.error}",
-        )
+        return unread(f"gauges unreadable: {cleanup.error}")
     observed = cleanup.seconds
     detail = f"baseline {cleanup.baseline}, last reading {cleanup.last}"
     if math.isnan(observed):
