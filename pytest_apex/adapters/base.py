@@ -82,7 +82,9 @@ class ResourceSession(UserSession, Protocol):
 
     async def read(self, name: str, item_id: str) -> Any: ...
 
-    async def update(self, name: str, item_id: str, values: Mapping[str, str]) -> Any: ...
+    async def update(
+        self, name: str, item_id: str, values: Mapping[str, str], *, resend: bool = False
+    ) -> Any: ...
 
     async def list_all(
         self, name: str, parent_id: str = "", page_size: int | None = None

@@ -262,12 +262,15 @@ class RestUserSession:
             raise AdapterError(f"resource {name!r} has no item route in the description")
         return await self.request("GET", self._route(resource, resource.item, id=item_id))
 
-    async def update(self, name: str, item_id: str, values: Mapping[str, str]) -> Answer:
+    async def update(
+        self, name: str, item_id: str, values: Mapping[str, str], *, resend: bool = False
+    ) -> Answer:
         resource = self.adapter.resource(name)
         if not resource.item or not resource.update:
             raise AdapterError(f"resource {name!r} has no item route or update body")
         url = self._route(resource, resource.item, id=item_id)
-        return await self.request(resource.update_method, url, _fill(dict(resource.update), values))
+        body = _fill(dict(resource.update), values)
+        return await self.request(resource.update_method, url, body, resend=resend)
 
     async def list_all(
         self, name: str, parent_id: str = "", page_size: int | None = None

@@ -340,14 +340,18 @@ class _Run:
                 )
                 # Writing under another user's item: refused, or the item is no longer theirs.
                 marker = f"{self.item_canary(user, 'probe write')} probe write"
-                create = user.session.create(sub.name, {"canary": marker}, parent_id=item_id)
+                # Resent once if the connection dropped: a second copy of a probe changes
+                # nothing (refused twice, or served, which is the breach either way).
+                create = user.session.create(
+                    sub.name, {"canary": marker}, parent_id=item_id, resend=True
+                )
                 write = await self._probe_one(user, create)
                 self._judge_probe(
                     user, other, write, "probe_write", f"a new {sub.name} under {item_id}"
                 )
             if plan.can_update:
                 marker = f"{self.item_canary(user, 'probe write')} probe write"
-                update = user.session.update(plan.name, item_id, {"canary": marker})
+                update = user.session.update(plan.name, item_id, {"canary": marker}, resend=True)
                 write = await self._probe_one(user, update)
                 self._judge_probe(user, other, write, "probe_write", f"an update of {item_id}")
 
