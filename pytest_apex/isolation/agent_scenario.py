@@ -653,11 +653,11 @@ async def run_agent_isolation(
                     result.error("closing a socket raised", f"user {user.index}: {_said(exc)}")
     if read_gauges is not None and baseline is not None:
         result.cleanup = await wait_for_rest(read_gauges, baseline, spec.cleanup_timeout_s)
-    for user in scenario.users:
-        probed = tuple(user.probed_values)
-        for received in result.inbox.items:
-            if received.viewer == user.index and received.channel == "socket":
-                received.echoed = probed
+    # Ids a user probed, quoted back to it on its socket, are echoes, not leaks.
+    probed = {user.index: tuple(user.probed_values) for user in scenario.users}
+    for received in result.inbox.items:
+        if received.channel == "socket":
+            received.echoed = probed.get(received.viewer, ())
     result.scan = result.inbox.scan(scenario.identities)
     result.wall_seconds = scenario.now()
     return result
