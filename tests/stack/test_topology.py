@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from pytest_apex.adapters.apex import ApexAdapter
-from tests.conftest import FaultStack
+from tests.conftest import FaultStack, concurrent_agent_runs
 from tests.stack.conftest import login
 from tests.stack.test_services import AGENT_EVENTS, run_agent
 
@@ -105,27 +103,8 @@ def test_runs_of_users_on_both_replicas_stay_their_own(two_backends):
     """Events cross replicas through Redis: sockets spread over both replicas each get
     exactly their own run's events."""
 
-    async def scenario() -> None:
-        adapter = ApexAdapter(two_backends)
-        try:
-            tag = uuid.uuid4().hex[:6]
-            sessions = await asyncio.gather(
-                *(adapter.login(f"r{i}-{tag}@apex.test") for i in range(6))
-            )
-            threads = await asyncio.gather(*(s.create_thread("t") for s in sessions))
-            await asyncio.gather(*(s.connect() for s in sessions))
-            runs = await asyncio.gather(
-                *(
-                    s.run_agent(t["id"], f"request of {s.email}", 30)
-                    for s, t in zip(sessions, threads, strict=True)
-                )
-            )
-            await asyncio.gather(*(s.close() for s in sessions))
-            assert all(r.completed and not r.foreign for r in runs), runs
-        finally:
-            await adapter.aclose()
-
-    asyncio.run(scenario())
+    runs = asyncio.run(concurrent_agent_runs(two_backends, 6))
+    assert all(r.completed and not r.foreign for r in runs), runs
 
 
 def test_switching_back_leaves_one_backend_and_no_gateway(fault_stack, two_backends):
