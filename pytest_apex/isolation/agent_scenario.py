@@ -64,6 +64,9 @@ BURST_ROUND: Final = -1
 # Two threads each, so that every list has a second page at page size 1 (a page keyed
 # without its user shows only there) and runs alternate between threads.
 THREADS_PER_USER: Final = 2
+# Where the app states no limit: past common defaults (3 sockets a user, 100 messages a minute).
+DEFAULT_SOCKET_CAP: Final = 3
+DEFAULT_MESSAGES_PER_MINUTE: Final = 100
 
 
 @dataclass(frozen=True)
@@ -421,9 +424,11 @@ class _Scenario:
         """Past the rate limit on a second socket, then past the app's socket cap."""
         extra = await self.open_socket(user)
         assert extra.stream is not None
-        await extra.stream.chatter((self.spec.rate_limit_per_minute or 100) + 10)
+        await extra.stream.chatter(
+            (self.spec.rate_limit_per_minute or DEFAULT_MESSAGES_PER_MINUTE) + 10
+        )
         extras = [extra]
-        cap = self.spec.sockets_per_user_limit or 3
+        cap = self.spec.sockets_per_user_limit or DEFAULT_SOCKET_CAP
         while sum(_open(s) for s in user.sockets) <= cap and len(extras) <= cap:
             extras.append(await self.open_socket(user))
         # The socket past the cap must be closed by the app: wait for it, bounded.

@@ -6,7 +6,7 @@ only ``apexcanary-`` and 8 digits still says whose data leaked; the full token s
 their items. Everything a user sends starts with one of their canaries (titles, messages,
 requests), because previews and truncation keep the start of a text.
 
-Whatever a user later receives is scanned for canaries (`identities.IdentityBook`): finding
+Whatever a user later receives is scanned for them (`identities.IdentityBook`): finding
 another user's canary there is a cross-user leak, traceable to its owner and item. A canary
 that belongs to nobody in this run (a user of an earlier run, say) is a leak too, with an
 unknown owner.
@@ -14,11 +14,9 @@ unknown owner.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 CANARY_PREFIX: Final = "apexcanary-"
 USER_HEX: Final = 8  # digits naming the user: 32 bits tell thousands of users apart
@@ -34,22 +32,6 @@ def new_canary() -> str:
 def redact_canary(token: str) -> str:
     """A canary shortened for messages: enough to tell tokens apart, not to replay them."""
     return token[: len(CANARY_PREFIX) + 4] + "…"
-
-
-def text_of(payload: Any) -> str:
-    if isinstance(payload, str):
-        return payload
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload).decode("utf-8", errors="replace")
-    return json.dumps(payload, default=str, ensure_ascii=False)
-
-
-@dataclass(frozen=True)
-class Sighting:
-    """A canary found in what a user received: whose it is (None: nobody of this run)."""
-
-    owner: int | None
-    token: str
 
 
 class CanaryBook:
@@ -103,21 +85,5 @@ class CanaryBook:
     def label_of(self, token: str) -> str:
         return self._label_of.get(token, "")
 
-    def tokens(self) -> dict[str, tuple[int, str]]:
-        """Every token of the run: its owner and label."""
-        return {t: (o, self._label_of.get(t, "")) for t, o in self._owner_of.items()}
-
-    def user_parts(self) -> dict[str, int]:
-        return dict(self._owner_of_part)
-
     def __len__(self) -> int:
         return len(self._user_part)
-
-    def sightings(self, payload: Any) -> list[Sighting]:
-        """Every distinct canary in `payload` (any JSON-able value, str or bytes)."""
-        found = dict.fromkeys(CANARY_PATTERN.findall(text_of(payload)))
-        return [Sighting(self.owner_of(token), token) for token in found]
-
-    def foreign(self, payload: Any, viewer: int) -> list[Sighting]:
-        """The canaries in `payload` that are not `viewer`'s own: each one is a leak."""
-        return [s for s in self.sightings(payload) if s.owner != viewer]

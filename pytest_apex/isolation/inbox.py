@@ -95,9 +95,6 @@ class ScanResult:
             if leak.received.channel == "socket" and leak.received.phase in OUTSIDE_PHASES
         ]
 
-    def by_identity(self) -> Counter[str]:
-        return Counter(leak.sighting.kind for leak in self.leaks)
-
     def matrix(self) -> Counter[tuple[int, int]]:
         """(viewer, owner) -> leaks; owners outside the run are left out."""
         return Counter((leak.viewer, leak.owner) for leak in self.leaks if leak.owner is not None)
