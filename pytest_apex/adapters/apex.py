@@ -20,6 +20,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from pytest_apex.adapters.base import AgentRun, FrameSink, RunSignal
+from pytest_apex.adapters.http import HttpClient
 from pytest_apex.adapters.rest import AdapterError, Answer, RestAdapter, RestUserSession
 from pytest_apex.app import AppDescription
 from pytest_apex.reference import reference_description
@@ -69,6 +70,7 @@ class ApexAdapter(RestAdapter):
         endpoints: Mapping[str, str],
         *,
         description: AppDescription | None = None,
+        http: HttpClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         missing = {"auth", "backend"} - set(endpoints)
@@ -76,7 +78,9 @@ class ApexAdapter(RestAdapter):
             raise ValueError(
                 f"the Apex adapter needs the endpoints {sorted(missing)}; got {sorted(endpoints)}"
             )
-        super().__init__(description or reference_description(), endpoints, transport=transport)
+        super().__init__(
+            description or reference_description(), endpoints, http=http, transport=transport
+        )
         self.auth_url = self.endpoints["auth"]
         self.backend_url = self.endpoints["backend"]
 

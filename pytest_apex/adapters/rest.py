@@ -21,17 +21,15 @@ from urllib.parse import urljoin
 
 import httpx
 
+from pytest_apex.adapters.http import AiohttpClient, HttpClient, HttpxClient, StaleConnection
 from pytest_apex.app.model import AppDescription, Pagination, Resource
 from pytest_apex.jsonpath import dig
 
 # Statuses that count as a refusal of another user's resource: not found (the usual way to
 # hide existence), forbidden, unauthorised. A 5xx is not a refusal: it answered nothing.
 REFUSAL_STATUSES: Final = frozenset({401, 403, 404})
-# What a request on a pooled connection the server has just closed fails with.
-STALE_CONNECTION_ERRORS: Final = (httpx.RemoteProtocolError, httpx.ReadError)
 # A collection is walked at most this many pages: a `next` link that loops must end.
 MAX_PAGES: Final = 500
-_TIMEOUT_S: Final = 30.0
 
 
 class AdapterError(RuntimeError):
@@ -98,8 +96,11 @@ class RestAdapter:
         description: AppDescription,
         endpoints: Mapping[str, str],
         *,
+        http: HttpClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """`http` sends every request (aiohttp when not given); `transport`, instead, answers
+        through an httpx transport (an in-process app in tests)."""
         if description.auth is None:
             raise AdapterError(
                 f"the app description ({description.source or description.name}) has no "
@@ -108,14 +109,8 @@ class RestAdapter:
         self.description = description
         self.endpoints = {name: url.rstrip("/") for name, url in endpoints.items()}
         self.resources = {r.name: r for r in resources_of(description)}
-        self.http = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(_TIMEOUT_S),
-            # A pooled connection idle for longer than the server keeps it open (gunicorn: 2 s,
-            # uvicorn: 5 s) is closed under the client's feet: reuse only while surely fresh.
-            limits=httpx.Limits(
-                max_connections=256, max_keepalive_connections=256, keepalive_expiry=1.0
-            ),
+        self.http: HttpClient = http or (
+            HttpxClient(transport) if transport is not None else AiohttpClient()
         )
         self._signups = asyncio.Semaphore(description.users.signup_concurrency)
         self.retried = 0  # requests sent again after the server dropped their connection
@@ -186,19 +181,20 @@ class RestAdapter:
         only when the caller says a second copy is harmless (`resend`: setting a test user
         up, where a duplicate item is still that user's own)."""
         try:
-            response = await self.http.request(method, url, json=body, headers=headers)
-        except STALE_CONNECTION_ERRORS:
+            reply = await self.http.request(method, url, json=body, headers=headers)
+        except StaleConnection:
             if method != "GET" and not resend:
                 raise  # a write may have reached the app: never sent twice
             # The server closed a pooled connection as it was reused; what a browser does,
             # once, on a fresh connection. An app that drops every request still fails.
             self.retried += 1
-            response = await self.http.request(method, url, json=body, headers=headers)
+            reply = await self.http.request(method, url, json=body, headers=headers)
+        text = reply.text
         try:
-            parsed = response.json() if response.content else None
+            parsed = json.loads(text) if text else None
         except ValueError:
             parsed = None
-        return Answer(method, url, response.status_code, parsed, response.text)
+        return Answer(method, url, reply.status, parsed, text)
 
     def resource(self, name: str) -> Resource:
         try:

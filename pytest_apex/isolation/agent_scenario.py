@@ -194,8 +194,17 @@ class AgentScenarioResult:
     peak_runs_in_flight: int = 0
     cleanup: CleanupResult | None = None
     wall_seconds: float = 0.0
+    # Seconds spent in each phase (sign-up, setup, rounds, drain, cleanup, scan): where a
+    # long run's time went.
+    phases: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     inbox: Inbox = field(default_factory=Inbox)
+
+    def phase_done(self, name: str, since: float) -> float:
+        """Record `name` as lasting from `since` (a monotonic time) until now; now."""
+        now = time.monotonic()
+        self.phases[name] = round(now - since, 1)
+        return now
 
     def error(self, kind: str, example: str) -> None:
         self.errors[kind] += 1
@@ -457,16 +466,26 @@ class _Scenario:
                 )
             )
 
-    def control(self, name: str, ok: bool) -> None:
+    def expect(self, name: str) -> None:
+        """One more positive control `name`, counted before it runs: a step that raises
+        leaves it sent and not ok, never unseen."""
         self.result.own_controls[f"{name} sent"] += 1
+
+    def passed(self, name: str, ok: bool) -> None:
         self.result.own_controls[f"{name} ok"] += int(ok)
 
     async def rest_during_run(self, user: _User) -> None:
         session: Any = user.session
+        earlier = [r for r in user.records if r.run_id and r.done][-2:]
+        for _ in (None, 1):
+            self.expect("own_thread_listed")
+        self.expect("own_thread_read")
+        for _ in earlier:
+            self.expect("own_run_status_read")
         for size in (None, 1):
             pages = await session.list_thread_pages(size)
             self.keep(user, pages, "list threads")
-            self.control(
+            self.passed(
                 "own_thread_listed",
                 bool(pages)
                 and all(p.ok for p in pages)
@@ -474,21 +493,21 @@ class _Scenario:
             )
         answers = await session.read_thread(user.thread_id)
         self.keep(user, answers, "read own thread")
-        self.control("own_thread_read", bool(answers) and all(a.ok for a in answers))
+        self.passed("own_thread_read", bool(answers) and all(a.ok for a in answers))
         # Earlier runs' status again, after everybody else's runs since: a cache keyed
         # wrongly answers a repeated read with someone else's entry.
-        earlier = [r for r in user.records if r.run_id and r.done][-2:]
         for record in earlier:
             answer = await user.session.run_status(record.run_id)
             self.keep(user, [answer], "run status again")
-            self.control("own_run_status_read", answer.ok and record.run_id in answer.text)
+            self.passed("own_run_status_read", answer.ok and record.run_id in answer.text)
 
     async def rest_after_run(self, user: _User, record: RunRecord) -> None:
         if not record.run_id:
             return
+        self.expect("own_run_status_read")
         answer = await user.session.run_status(record.run_id)
         self.keep(user, [answer], "run status")
-        self.control("own_run_status_read", answer.ok and record.run_id in answer.text)
+        self.passed("own_run_status_read", answer.ok and record.run_id in answer.text)
 
     # --- probes -------------------------------------------------------------------------
 
@@ -625,7 +644,9 @@ async def run_agent_isolation(
             baseline = dict(await read_gauges())
         except Exception as exc:
             result.notes.append(f"the gauges at rest could not be read: {_said(exc)}")
+    mark = time.monotonic()
     made = list(await asyncio.wait_for(make_users(spec.users), spec.setup_timeout_s))
+    mark = result.phase_done("sign_up", mark)
     sessions = [(i, s) for i, s in enumerate(made) if not isinstance(s, BaseException)]
     for index, failed in enumerate(made):
         if isinstance(failed, BaseException):
@@ -637,6 +658,7 @@ async def run_agent_isolation(
             asyncio.gather(*(scenario.setup(i, s) for i, s in sessions)), spec.setup_timeout_s
         )
         users = [u for u in prepared if u is not None]
+        mark = result.phase_done("setup", mark)
         scenario.users = users
         result.user_ids = [u.session.user_id for u in users]
         result.simultaneous = len(users)
@@ -645,6 +667,7 @@ async def run_agent_isolation(
             await asyncio.wait_for(scenario.rounds(users), max(1.0, remaining))
     except TimeoutError:
         result.notes.append(f"the deadline of {spec.deadline_s:g} s passed; the rest was cancelled")
+    mark = result.phase_done("rounds", mark)
     # The quiet drain window: every socket still open, nothing asked; whatever arrives now
     # arrives outside every run.
     scenario.draining = True
@@ -656,14 +679,17 @@ async def run_agent_isolation(
                     await socket.stream.close()
                 except Exception as exc:
                     result.error("closing a socket raised", f"user {user.index}: {_said(exc)}")
+    mark = result.phase_done("drain", mark)
     if read_gauges is not None and baseline is not None:
         result.cleanup = await wait_for_rest(read_gauges, baseline, spec.cleanup_timeout_s)
+    mark = result.phase_done("cleanup", mark)
     # Ids a user probed, quoted back to it on its socket, are echoes, not leaks.
     probed = {user.index: tuple(user.probed_values) for user in scenario.users}
     for received in result.inbox.items:
         if received.channel == "socket":
             received.echoed = probed.get(received.viewer, ())
     result.scan = result.inbox.scan(scenario.identities)
+    result.phase_done("scan", mark)
     result.wall_seconds = scenario.now()
     return result
 

@@ -21,11 +21,21 @@ _CONNECT_TIMEOUT_S: Final = 10.0
 _QUERY_TIMEOUT_S: Final = 30.0
 
 
+class DatabaseUnreachable(RuntimeError):
+    """The query could not run: the database refused, dropped or timed out (its words)."""
+
+
 async def violations_of_users(dsn: str, user_ids: Sequence[str]) -> list[dict[str, Any]]:
     """Rows of `isolation_violations` whose users include any of `user_ids`."""
-    conn = await asyncpg.connect(dsn, timeout=_CONNECT_TIMEOUT_S)
     try:
-        rows = await conn.fetch(VIOLATIONS_OF_USERS_QUERY, list(user_ids), timeout=_QUERY_TIMEOUT_S)
-    finally:
-        await conn.close()
+        conn = await asyncpg.connect(dsn, timeout=_CONNECT_TIMEOUT_S)
+        try:
+            rows = await conn.fetch(
+                VIOLATIONS_OF_USERS_QUERY, list(user_ids), timeout=_QUERY_TIMEOUT_S
+            )
+        finally:
+            await conn.close()
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # The DSN itself is never quoted: it holds the password.
+        raise DatabaseUnreachable(f"{type(exc).__name__}: {exc}"[:300]) from exc
     return [dict(row) for row in rows]

@@ -198,7 +198,7 @@ def agent_checks(result: AgentScenarioResult, thresholds: Thresholds, users: int
             controls["own_thread_listed ok"],
             controls["own_thread_listed sent"],
             "listings",
-            "each user must find its own thread in every listing of its threads",
+            words("each user must find its own thread in every listing of its threads", errors),
             "no user listed its threads",
         ),
         _ratio_check(
@@ -206,7 +206,7 @@ def agent_checks(result: AgentScenarioResult, thresholds: Thresholds, users: int
             controls["own_thread_read ok"],
             controls["own_thread_read sent"],
             "reads",
-            "each user must read its own thread and its messages back",
+            words("each user must read its own thread and its messages back", errors),
             "no user read its thread",
         ),
         _ratio_check(
@@ -214,7 +214,7 @@ def agent_checks(result: AgentScenarioResult, thresholds: Thresholds, users: int
             controls["own_run_status_read ok"],
             controls["own_run_status_read sent"],
             "reads",
-            "each user must read the status of its own runs",
+            words("each user must read the status of its own runs", errors),
             "no run status was read",
         ),
         _ratio_check(

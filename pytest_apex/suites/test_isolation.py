@@ -41,7 +41,7 @@ from pytest_apex.isolation.agent_scenario import (
     run_agent_isolation,
 )
 from pytest_apex.isolation.cleanup import ReadGauges
-from pytest_apex.isolation.database import violations_of_users
+from pytest_apex.isolation.database import DatabaseUnreachable, violations_of_users
 from pytest_apex.isolation.inbox import timeline
 from pytest_apex.isolation.power import describe as describe_power
 from pytest_apex.isolation.power import detectable_rate
@@ -225,6 +225,7 @@ async def test_concurrent_users_never_see_each_others_data(
         "sockets_opened": result.sockets_opened,
         "sockets_refused": result.sockets_refused,
         "wall_s": round(result.wall_seconds, 1),
+        "phases_s": result.phases,
     }
     request.node.user_properties.append(("isolation", json.dumps(measurements)))
     print(f"\nisolation (repeat with --apex-seed={seed}): {measurements}")
@@ -255,7 +256,16 @@ async def database_check(
             breaches.op,
             inconclusive=f"the database check did not run: {no_database}",
         )
-    rows = await violations_of_users(dsn, list(user_ids))
+    try:
+        rows = await violations_of_users(dsn, list(user_ids))
+    except DatabaseUnreachable as exc:
+        return Check(
+            "isolation_violations.rows",
+            math.nan,
+            limit,
+            breaches.op,
+            inconclusive=f"the database check could not query the database: {exc}",
+        )
     label_of = {user_ids[i]: labels.get(i, "") for i in range(len(user_ids))}
     described = [
         f"agent instance {str(r['agent_instance_id'])[:8]}… served "

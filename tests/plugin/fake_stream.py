@@ -5,8 +5,9 @@ errors answer a message_id) with millisecond steps, and can be given bugs of the
 engine must catch without knowing them: a summary sent to the wrong user after the run, an
 error that quotes another user's request, events broadcast to everyone, a list that carries
 another user's truncated preview, probes served, an error naming another user's e-mail;
-and faults that leave a check unproven: REST answering 500 (`server_errors`), runs accepted
-but never streamed (`silent`).
+and faults that leave a check unproven: REST answering 500 (`server_errors`), a listing whose
+connection fails before any answer (`list_raises`), runs accepted but never streamed
+(`silent`).
 """
 
 from __future__ import annotations
@@ -265,6 +266,8 @@ class FakeStreamingSession:
         )
 
     async def list_thread_pages(self, page_size: int | None = None) -> list[FakeAnswer]:
+        if "list_raises" in self.app.bugs:
+            raise ConnectionResetError("the listing's connection was reset")
         if "server_errors" in self.app.bugs:
             return [FakeAnswer("GET", "http://fake/api/threads", 500, {"detail": "internal error"})]
         mine = [

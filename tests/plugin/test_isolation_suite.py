@@ -98,6 +98,19 @@ def test_probes_answered_500_fail_the_suite_and_leave_breaches_unproven(apex: Ap
     result.stdout.fnmatch_lines(["*isolation probes_answered * unanswered, e.g. *answered 500*"])
 
 
+def test_a_control_whose_request_raised_fails_naming_the_error(apex: ApexPytester) -> None:
+    # No answer at all, not even an error status: the control was sent and never passed.
+    result, criteria = run_suite(apex, "list_raises")
+    result.assert_outcomes(failed=1)
+    listed = criteria["own_thread_listed"]
+    assert (listed["outcome"], listed["observed"]) == ("fail", 0)
+    assert listed["threshold"] > 0
+    assert criteria["cross_user_rest"]["outcome"] == "inconclusive"
+    result.stdout.fnmatch_lines(
+        ["*isolation own_thread_listed 0 listings < *REST during a run raised*ConnectionResetError*"]
+    )
+
+
 def test_a_breach_fails_naming_who_saw_whose_data(apex: ApexPytester) -> None:
     result, criteria = run_suite(apex, "broadcast")
     assert result.ret == pytest.ExitCode.TESTS_FAILED

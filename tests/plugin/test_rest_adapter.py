@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pytest_apex.adapters.http import StaleConnection
 from pytest_apex.adapters.rest import AdapterError, RestAdapter
 from pytest_apex.app import AppDescription, load_description
 
@@ -217,7 +218,7 @@ async def test_a_get_on_a_connection_the_server_dropped_is_sent_once_more_never_
     items, pages = await session.list_all("notebooks")  # dropped once, answered the second time
     assert (items, [p.status for p in pages]) == ([], [200])
     assert adapter.retried == 1
-    with pytest.raises(httpx.ReadError):
+    with pytest.raises(StaleConnection):
         await session.create("notebooks", {"canary": "c"})  # a write is never sent twice
     assert dropped == ["GET", "POST"]
     await adapter.aclose()
