@@ -15,22 +15,29 @@ Two figures (the README quotes both):
 
     .venv/bin/python benchmarks/isolation_scale.py scan [--frames N] [--users N]
     .venv/bin/python benchmarks/isolation_scale.py users [--sizes 500,1000,2000] [--budget 300]
+        [--topology two_backends]
 
 The users benchmark judges the suite's capacity, not the app's latency: the reference stack
 runs at most 200 agent runs at once, so at thousands of users runs queue for seconds by
 design. Its containment threshold is relaxed accordingly (`--run-p95`), and everything else
 (every breach criterion, every control, every probe answered, every run completed, cleanup)
-must still pass.
+must still pass. `--topology two_backends` runs the backend as two replicas behind the
+stack's balancer: one backend process saturates its core at about 1,000 users, so past that
+the single replica measures the app, not the suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -127,7 +134,63 @@ def bench_scan(frames: int, users: int) -> dict[str, float]:
     }
 
 
-def run_suite(users: int, budget_s: float, run_p95_s: float) -> tuple[bool, float, str]:
+class ContainerCpu:
+    """CPU seconds used by every container that runs while it watches (cgroup v1 or v2),
+    sampled every second: the run's containers are removed before it ends."""
+
+    V1 = Path("/sys/fs/cgroup/cpuacct/docker")
+    V2 = Path("/sys/fs/cgroup/system.slice")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _sample(self) -> None:
+        # A container may end between the listing and the read: its last sample stands.
+        for usage in self.V1.glob("*/cpuacct.usage"):
+            with contextlib.suppress(OSError, ValueError):
+                self.seconds[usage.parent.name] = int(usage.read_text()) / 1e9
+        for stat in self.V2.glob("docker-*.scope/cpu.stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                usec = int(stat.read_text().split("usage_usec", 1)[1].split()[0])
+                self.seconds[stat.parent.name] = usec / 1e6
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            self._sample()
+
+    def __enter__(self) -> ContainerCpu:
+        self._sample()
+        self._before = dict(self.seconds)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def used(self) -> float:
+        return sum(v - self._before.get(k, 0.0) for k, v in self.seconds.items())
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measurements(stdout: str) -> dict[str, object]:
+    """The suite's own measurements line (users, runs, frames, phases), when it printed one."""
+    for line in stdout.splitlines():
+        if line.startswith("isolation (repeat with") and ": {" in line:
+            return dict(ast.literal_eval(line.split(": ", 1)[1]))
+    return {}
+
+
+def run_suite(
+    users: int, budget_s: float, run_p95_s: float, topology: str
+) -> tuple[bool, float, str]:
     report = ROOT / ".apex" / f"isolation-scale-{users}.json"
     command = [
         sys.executable,
@@ -147,18 +210,33 @@ def run_suite(users: int, budget_s: float, run_p95_s: float) -> tuple[bool, floa
         "-p",
         "no:randomly",
         "-q",
+        "-s",  # the suite's measurements line
+        *([f"--apex-topology={topology}"] if topology else []),
     ]
-    started = time.monotonic()
-    try:
-        done = subprocess.run(
-            command, cwd=ROOT, capture_output=True, text=True, timeout=budget_s + 120
-        )
-    except subprocess.TimeoutExpired:
-        return False, time.monotonic() - started, "overran"
+    started, client_before = time.monotonic(), children_cpu_s()
+    with ContainerCpu() as app_cpu:
+        try:
+            done = subprocess.run(
+                command, cwd=ROOT, capture_output=True, text=True, timeout=budget_s + 120
+            )
+        except subprocess.TimeoutExpired:
+            return False, time.monotonic() - started, "overran"
     seconds = time.monotonic() - started
+    # The peer in the same run: what the app's containers spent serving what the suite
+    # (pytest and the docker commands it ran) spent asking and checking.
+    client_s, app_s = children_cpu_s() - client_before, app_cpu.used
     verdict = json.loads(report.read_text())["verdict"] if report.exists() else "no report"
     tail = "\n".join(done.stdout.splitlines()[-30:])
-    return verdict == "pass" and seconds <= budget_s, seconds, f"verdict {verdict}\n{tail}"
+    measured = measurements(done.stdout)
+    said = (
+        f"verdict {verdict}; scenario {measured.get('wall_s', '?')} s, phases "
+        f"{measured.get('phases_s', '?')}; {measured.get('runs', '?')} runs, "
+        f"{measured.get('socket_frames', '?')} frames, {measured.get('rest_bodies', '?')} bodies; "
+        f"CPU: suite {client_s:.0f} s, app containers {app_s:.0f} s, "
+        f"suite_vs_app={client_s / app_s if app_s else float('nan'):.2f}"
+    )
+    ok = verdict == "pass" and seconds <= budget_s
+    return ok, seconds, said if ok else f"{said}\n{tail}"
 
 
 def main() -> None:
@@ -173,6 +251,7 @@ def main() -> None:
     users.add_argument("--sizes", default="500,1000,2000")
     users.add_argument("--budget", type=float, default=300.0)
     users.add_argument("--run-p95", type=float, default=60.0)
+    users.add_argument("--topology", default="", help="a topology of the stack's description")
     args = parser.parse_args()
     if args.what == "scan":
         figures = bench_scan(args.frames, args.users)
@@ -185,13 +264,12 @@ def main() -> None:
         return
     largest = 0
     for size in (int(s) for s in args.sizes.split(",")):
-        ok, seconds, said = run_suite(size, args.budget, args.run_p95)
+        ok, seconds, said = run_suite(size, args.budget, args.run_p95, args.topology)
         print(
             f"users={size}: {'validated' if ok else 'NOT validated'} in {seconds:.0f} s "
-            f"({os.cpu_count()} cores)"
+            f"({os.cpu_count()} cores, topology {args.topology or 'default'}): {said}"
         )
         if not ok:
-            print(said)
             break
         largest = size
     print(f"largest validated within {args.budget:.0f} s: {largest} users")
