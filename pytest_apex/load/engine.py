@@ -386,6 +386,7 @@ async def _open(
 async def _progress(
     st: _StageState,
     stage: Stage,
+    description: str,
     index: int,
     count: int,
     interval_s: float,
@@ -398,7 +399,7 @@ async def _progress(
         snapshot = Snapshot(
             index,
             count,
-            stage.describe(),
+            description,
             st.active,
             st.now() - st.start,
             stage.duration_s,
@@ -441,7 +442,16 @@ async def run_stage(
     )
     monitor.start()
     ticker = asyncio.get_running_loop().create_task(
-        _progress(st, stage, index, count, settings.progress_interval_s, writer, on_snapshot)
+        _progress(
+            st,
+            stage,
+            description or stage.describe(),
+            index,
+            count,
+            settings.progress_interval_s,
+            writer,
+            on_snapshot,
+        )
     )
     try:
         if isinstance(stage, ClosedStage):
