@@ -12,12 +12,16 @@ The last line is exactly ``ratio_vs_locust=R p50_vs_wrk=P``: R is the engine's r
 over Locust's (goal >= 1.5), P the engine's p50 over wrk's (goal <= 1.5). In a closed loop
 p50 is about concurrency / throughput, so P also says how close the engine comes to wrk.
 
+``--engine-only``: the engine alone, with its RSS after a warm-up and at the end (goal:
+< 5 MB of growth over a 10-minute constant load).
+
 ``--websockets``: how many concurrent WebSocket sessions one engine process holds on one
 core (each sending a message a second and timing its echo) and at what RSS. Goal: >= 5,000
 sessions under 1 GB.
 
     .venv/bin/python benchmarks/load_engine.py [--duration 10] [--concurrency 50]
     .venv/bin/python benchmarks/load_engine.py --websockets [--sessions 5000] [--ramp 5]
+    .venv/bin/python benchmarks/load_engine.py --engine-only --duration 600   # RSS growth
 
 Needs: ``pip install -e '.[bench,fast]'`` (Locust, uvicorn, httptools, uvloop) and wrk
 (Debian: ``apt-get install -y wrk``). Every run is bounded in time and in count, and talks
@@ -169,17 +173,63 @@ def _pin(core: int | None) -> list[str]:
 # --- the generators -----------------------------------------------------------------------
 
 
+class RssSampler:
+    """This process's RSS every second: the peak, and the growth after a warm-up."""
+
+    def __init__(self, warmup_s: float) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.warmup_s = warmup_s
+        self.samples: list[tuple[float, int]] = []
+
+    async def run(self) -> None:
+        began = time.monotonic()
+        while True:
+            self.samples.append((time.monotonic() - began, self.process.memory_info().rss))
+            await asyncio.sleep(1.0)
+
+    def figures(self) -> dict[str, float]:
+        after = [rss for at, rss in self.samples if at >= self.warmup_s] or [self.samples[-1][1]]
+        return {
+            "rss_mb_peak": max(rss for _, rss in self.samples) / 2**20,
+            "rss_mb_after_warmup": after[0] / 2**20,
+            "rss_mb_end": self.samples[-1][1] / 2**20,
+            "rss_growth_mb": (after[-1] - after[0]) / 2**20,
+        }
+
+
+def _with_rss(coroutine: Any, warmup_s: float) -> tuple[Any, dict[str, float]]:
+    from pytest_apex.load.engine import event_loop_factory
+
+    sampler = RssSampler(warmup_s)
+
+    async def main() -> Any:
+        task = asyncio.get_running_loop().create_task(sampler.run())
+        try:
+            return await coroutine
+        finally:
+            task.cancel()
+
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        result = runner.run(main())
+    return result, sampler.figures()
+
+
 def engine_http(url: str, users: int, duration_s: float) -> dict[str, Any]:
     """This engine, closed loop, `users` users; run inside the pinned subprocess."""
-    from pytest_apex.load.engine import EngineSettings, run
+    from pytest_apex.load.engine import EngineSettings, run_plan
     from pytest_apex.load.http import HttpSessionFactory
     from pytest_apex.load.stages import ClosedStage
 
     factory = HttpSessionFactory(url, limit=users)
-    result = run(
-        [ClosedStage(users=users, duration_s=duration_s, max_requests=10_000_000)],
-        factory,
-        settings=EngineSettings(progress_interval_s=3600),
+    result, rss = _with_rss(
+        run_plan(
+            [ClosedStage(users=users, duration_s=duration_s, max_requests=100_000_000)],
+            factory,
+            settings=EngineSettings(progress_interval_s=3600),
+        ),
+        warmup_s=min(60.0, duration_s / 5),
     )
     stage = result.stages[0]
     latency = stage.latency()
@@ -191,6 +241,7 @@ def engine_http(url: str, users: int, duration_s: float) -> dict[str, Any]:
         "errors": dict(stage.errors),
         "cpu_percent": stage.health.cpu_percent,
         "uvloop": _has("uvloop"),
+        **rss,
     }
 
 
@@ -198,9 +249,7 @@ def engine_websockets(
     url: str, sessions: int, ramp_s: float, hold_s: float, interval_s: float
 ) -> dict[str, Any]:
     """This engine holding `sessions` WebSockets; run inside the pinned subprocess."""
-    import psutil
-
-    from pytest_apex.load.engine import EngineSettings, event_loop_factory, run_plan
+    from pytest_apex.load.engine import EngineSettings, run_plan
     from pytest_apex.load.http import WebSocketSessionFactory
     from pytest_apex.load.stages import ClosedStage
 
@@ -220,33 +269,20 @@ def engine_websockets(
             ws.close = close  # type: ignore[method-assign]
             return ws
 
-    process = psutil.Process()
-    rss = {"max": 0}
-
-    async def main() -> Any:
-        async def sample() -> None:
-            while True:
-                rss["max"] = max(rss["max"], process.memory_info().rss)
-                await asyncio.sleep(0.5)
-
-        sampler = asyncio.get_running_loop().create_task(sample())
-        try:
-            return await run_plan(
-                [ClosedStage(sessions, ramp_s + hold_s, ramp_s, max_requests=10_000_000)],
-                Counting(url, interval_s=interval_s, timeout_s=10),
-                settings=EngineSettings(progress_interval_s=3600, grace_s=10),
-            )
-        finally:
-            sampler.cancel()
-
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        result = runner.run(main())
+    result, rss = _with_rss(
+        run_plan(
+            [ClosedStage(sessions, ramp_s + hold_s, ramp_s, max_requests=10_000_000)],
+            Counting(url, interval_s=interval_s, timeout_s=10),
+            settings=EngineSettings(progress_interval_s=3600, grace_s=10),
+        ),
+        warmup_s=ramp_s,
+    )
     stage = result.stages[0]
     message = stage.latency("ws_message") if "ws_message" in stage.ops else None
     return {
         "sessions_held": held["max"],
         "sessions_asked": sessions,
-        "rss_mb": rss["max"] / 2**20,
+        "rss_mb": rss["rss_mb_peak"],
         "cpu_percent": stage.health.cpu_percent,
         "loop_lag_p99_ms": stage.health.lag_p99_s * 1000,
         "messages": stage.ops["ws_message"].ok if "ws_message" in stage.ops else 0,
@@ -342,11 +378,11 @@ def wrk(url: str, users: int, duration_s: float, core: int | None) -> dict[str, 
 # --- the run ------------------------------------------------------------------------------
 
 
-def missing_tools(websockets: bool) -> list[str]:
+def missing_tools(engine_only: bool) -> list[str]:
     missing = []
     if not _has("uvicorn"):
         missing.append("uvicorn (pip install -e '.[bench]', or pip install uvicorn httptools)")
-    if not websockets:
+    if not engine_only:
         if not (shutil.which("locust") or Path(sys.executable).with_name("locust").exists()):
             missing.append("Locust (pip install -e '.[bench]', or pip install 'locust>=2.20')")
         if shutil.which("wrk") is None:
@@ -360,17 +396,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument("--generator-core", type=int, default=1)
+    parser.add_argument(
+        "--engine-only",
+        action="store_true",
+        help="only this engine (no Locust, no wrk): e.g. its RSS growth over --duration 600",
+    )
     parser.add_argument("--websockets", action="store_true")
     parser.add_argument("--sessions", type=int, default=5000)
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds to open the sessions")
     parser.add_argument("--hold", type=float, default=10.0, help="seconds to hold them all")
     parser.add_argument("--interval", type=float, default=1.0, help="s between messages")
     args = parser.parse_args()
-    if not 0 < args.duration <= 600 or not 0 < args.hold + args.ramp <= 600:
+    if not 0 < args.duration <= 900 or not 0 < args.hold + args.ramp <= 600:
         raise SystemExit("durations must be within 0..600 s")
     if os.cpu_count() and os.cpu_count() < 2:
         print("warning: one core: endpoint and generator share it", file=sys.stderr)
-    missing = missing_tools(args.websockets)
+    missing = missing_tools(args.websockets or args.engine_only)
     if missing:
         raise SystemExit("missing: " + "; ".join(missing))
 
@@ -410,6 +451,12 @@ def main() -> None:
             )
         engine["process_cpu_percent"] = cpu.percent
         print("engine", json.dumps(engine), flush=True)
+        if args.engine_only:
+            print(
+                f"engine_requests_per_s={engine['requests_per_s']:.0f} "
+                f"rss_growth_mb={engine['rss_growth_mb']:.1f} over {duration:g} s"
+            )
+            return
         with ChildCpu() as cpu:
             theirs = locust(server.url, users, duration, args.generator_core)
         theirs["process_cpu_percent"] = cpu.percent
