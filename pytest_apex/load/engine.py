@@ -310,6 +310,8 @@ async def _drain(tasks: Sequence[asyncio.Task[Any]], grace_s: float) -> None:
 
 async def _run_session(st: _StageState, session: Session, ops: Ops) -> bool:
     """One session run; False when the stage is over."""
+    if st.stopped:
+        return False
     st.sessions += 1
     try:
         await session.run(ops)
@@ -318,7 +320,12 @@ async def _run_session(st: _StageState, session: Session, ops: Ops) -> bool:
     except OperationFailed:
         pass  # counted by `timed`; the session's iteration ends there
     except Exception:
+        # The scenario's own bug: counted, and against the cap too, so a session that fails
+        # before timing anything cannot spin until the deadline uncounted.
+        st.requests += 1
         st.recorder.record(SESSION_OP, st.now() - st.start, 0.0, None, OTHER)
+        if st.requests >= st.cap:
+            st.stop("max_requests")
     return not st.stopped
 
 

@@ -268,3 +268,18 @@ async def test_websocket_sessions_time_message_round_trips():
     assert stage.ops["ws_connect"].ok == 5
     assert stage.ops["ws_message"].ok >= 20
     assert not stage.errors
+
+
+async def test_a_buggy_session_is_counted_and_bounded_by_the_cap():
+    async def buggy(ops: Ops, user: int) -> None:
+        raise KeyError("scenario bug")
+
+    stage = await run_stage(
+        ClosedStage(2, 5, max_requests=25),
+        ScriptedFactory(buggy),
+        settings=FAST,
+        cpu_percent=IDLE_CPU,
+    )
+    assert stage.stopped_by == "max_requests"
+    assert stage.errors == {"other": 25}
+    assert "(session)" in stage.ops
