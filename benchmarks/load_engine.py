@@ -93,6 +93,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def serve(fd: int) -> None:
+    """uvicorn on the inherited listening socket.
+
+    Handed over as a socket object, not as ``fd=``: uvicorn takes an ``fd`` for a Unix
+    socket and then leaves Nagle on for TCP, and its two writes per response (head, body)
+    wait on the client's delayed ACK: 40 ms a request, whatever the generator.
+    """
     import uvicorn
 
     try:
@@ -101,9 +107,8 @@ def serve(fd: int) -> None:
         http = "httptools"
     except ImportError:
         http = "h11"
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
-        fd=fd,
         loop="uvloop" if _has("uvloop") else "asyncio",
         http=http,
         ws="websockets-sansio",
@@ -113,6 +118,7 @@ def serve(fd: int) -> None:
         backlog=8192,
         ws_ping_interval=None,
     )
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
 
 
 def _has(module: str) -> bool:
