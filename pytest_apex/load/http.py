@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from pytest_apex.load.engine import LoadTargetUnreachable, OperationFailed, Ops
 from pytest_apex.load.measure import CONNECTION, PROTOCOL, TIMEOUT, status_kind
@@ -61,7 +62,9 @@ class HttpSessionFactory:
     timeout_s: float = 30.0
     client_factory: ClientFactory | None = None
     _client: Any = field(default=None, init=False, repr=False, compare=False)
-    _urls: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+    _calls: tuple[tuple[str, URL, dict[str, Any]], ...] = field(
+        default=(), init=False, repr=False, compare=False
+    )
 
     def new_client(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
@@ -74,7 +77,18 @@ class HttpSessionFactory:
         make = self.client_factory or HttpSessionFactory.new_client
         self._client = make(self)
         base = self.base_url.rstrip("/")
-        self._urls = tuple(base + request.path for request in self.requests)
+        # Parsed once: aiohttp would parse a string URL again on every request.
+        self._calls = tuple(
+            (
+                request.method,
+                URL(base + request.path),
+                {
+                    **({"data": request.body} if request.body is not None else {}),
+                    **({"headers": dict(request.headers)} if request.headers else {}),
+                },
+            )
+            for request in self.requests
+        )
 
     async def close(self) -> None:
         if self._client is not None:
@@ -98,14 +112,9 @@ class HttpSessionFactory:
 
     async def fetch(self, index: int) -> int:
         """Request `requests[index]`, read the whole answer, return its status."""
-        request = self.requests[index]
+        method, url, kwargs = self._calls[index]
         try:
-            async with self._client.request(
-                request.method,
-                self._urls[index],
-                data=request.body,
-                headers=dict(request.headers) if request.headers else None,
-            ) as response:
+            async with self._client.request(method, url, **kwargs) as response:
                 await response.read()
                 status = response.status
         except Exception as exc:
@@ -114,7 +123,8 @@ class HttpSessionFactory:
                 raise
             raise OperationFailed(kind, f"{type(exc).__name__}: {exc}") from exc
         if status >= 400:
-            raise OperationFailed(status_kind(status), f"HTTP {status} from {request.name}")
+            name = self.requests[index].name
+            raise OperationFailed(status_kind(status), f"HTTP {status} from {name}")
         return status
 
 

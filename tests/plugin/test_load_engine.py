@@ -40,7 +40,7 @@ async def test_open_model_latency_from_the_intended_start_shows_a_stall_service_
     async with local_server(json_app(stall)) as url:
         factory = HttpSessionFactory(url)
         result = await run_plan(
-            [OpenStage(rate=200, duration_s=1.2, max_concurrency=500)],
+            [OpenStage(rate=100, duration_s=1.2, max_concurrency=500)],
             factory,
             settings=FAST,
             cpu_percent=IDLE_CPU,
@@ -49,13 +49,16 @@ async def test_open_model_latency_from_the_intended_start_shows_a_stall_service_
     op = stage.ops["get"]
     assert stall["done"]
     assert op.service is not None
-    latency_p95 = op.latency.get_value_at_percentile(95) / 1e6
-    service_p95 = op.service.get_value_at_percentile(95) / 1e6
-    assert service_p95 < 0.05, service_p95
-    assert latency_p95 > 0.1, latency_p95
+    latency_p90 = op.latency.get_value_at_percentile(90) / 1e6
+    # Mean latency minus mean service time is exactly the mean lateness of the starts. About
+    # a quarter of the sessions were due during the stall and started up to 300 ms late
+    # (about 40 ms on average over all); timed from their actual start, that is invisible.
+    lateness = (op.latency.get_mean_value() - op.service.get_mean_value()) / 1e6
+    assert lateness > 0.025, lateness
+    assert latency_p90 > 0.1, latency_p90
     assert op.latency.get_max_value() / 1e6 > 0.25
     assert stage.dropped == 0
-    assert stage.reached == stage.target == 240
+    assert stage.reached == stage.target == 120
 
 
 async def test_starts_that_cannot_be_made_are_counted_as_dropped():

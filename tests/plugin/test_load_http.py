@@ -42,9 +42,9 @@ class FakeClient:
         self.calls: list[tuple[str, str]] = []
         self.closed = False
 
-    def request(self, method: str, url: str, **kwargs: Any) -> _Call:
-        self.calls.append((method, url))
-        return _Call(self.outcomes[url.rsplit("/", 1)[1]])
+    def request(self, method: str, url: Any, **kwargs: Any) -> _Call:
+        self.calls.append((method, str(url)))
+        return _Call(self.outcomes[str(url).rsplit("/", 1)[1]])
 
     def get(self, url: str) -> _Call:
         return _Call(200)
