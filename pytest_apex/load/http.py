@@ -60,6 +60,10 @@ class HttpSessionFactory:
     think_s: float = 0.0
     limit: int = 1000  # sockets per worker process
     timeout_s: float = 30.0
+    # A pooled connection idle longer than the server keeps it (uvicorn: 5 s, gunicorn: 2 s)
+    # is closed under the client: a user back from thinking would count the server's
+    # housekeeping as a connection error. Busy connections never idle this long.
+    keepalive_s: float = 1.0
     client_factory: ClientFactory | None = None
     _client: Any = field(default=None, init=False, repr=False, compare=False)
     _calls: tuple[tuple[str, URL, dict[str, Any]], ...] = field(
@@ -68,7 +72,12 @@ class HttpSessionFactory:
 
     def new_client(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.limit, limit_per_host=0, ttl_dns_cache=None),
+            connector=aiohttp.TCPConnector(
+                limit=self.limit,
+                limit_per_host=0,
+                ttl_dns_cache=None,
+                keepalive_timeout=self.keepalive_s,
+            ),
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
         )
