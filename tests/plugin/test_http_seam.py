@@ -49,6 +49,6 @@ async def test_a_connection_closed_before_the_answer_is_a_stale_connection(
     server: TestServer,
 ) -> None:
     client = AiohttpClient()
-    with pytest.raises(StaleConnection, match="POST .*/hang-up"):
+    with pytest.raises(StaleConnection, match=r"POST .*/hang-up"):
         await client.request("POST", str(server.make_url("/hang-up")), json={"a": 1})
     await client.aclose()

@@ -107,7 +107,10 @@ def test_a_control_whose_request_raised_fails_naming_the_error(apex: ApexPyteste
     assert listed["threshold"] > 0
     assert criteria["cross_user_rest"]["outcome"] == "inconclusive"
     result.stdout.fnmatch_lines(
-        ["*isolation own_thread_listed 0 listings < *REST during a run raised*ConnectionResetError*"]
+        [
+            "*isolation own_thread_listed 0 listings < "
+            "*REST during a run raised*ConnectionResetError*"
+        ]
     )
 
 
