@@ -278,6 +278,7 @@ def to_check(criterion: Criterion) -> Check:
         criterion.op,
         unit=criterion.unit,
         detail=criterion.stage.describe() if criterion.stage else "",
+        stage=criterion.stage,
         samples=criterion.samples,
         min_samples=criterion.min_samples,
         inconclusive=criterion.inconclusive,
