@@ -26,7 +26,9 @@ LOG_EVERY_S: Final = 10.0
 def live_writer(config: pytest.Config, *, log_every_s: float = LOG_EVERY_S) -> Iterator[Writer]:
     """A `pytest_apex.load.progress.Writer` onto the terminal, for the `with` block."""
     capman = config.pluginmanager.getplugin("capturemanager")
-    reporter = config.pluginmanager.getplugin("terminalreporter")
+    # An xdist worker's terminal is nobody's; its stderr reaches the controller's terminal.
+    worker = hasattr(config, "workerinput")
+    reporter = None if worker else config.pluginmanager.getplugin("terminalreporter")
     tty = bool(reporter is not None and reporter.isatty())
     last = [-float("inf")]
     started = [False]

@@ -104,9 +104,13 @@ def app(mode: str) -> web.Application:
         return web.json_response({"ok": True})
 
     async def socket(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(protocols=[p.strip() for p in request.headers.get(
-            "Sec-WebSocket-Protocol", ""
-        ).split(",") if p.strip()][:1])
+        ws = web.WebSocketResponse(
+            protocols=[
+                p.strip()
+                for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+                if p.strip()
+            ][:1]
+        )
         await ws.prepare(request)
         async for message in ws:
             frame = json.loads(message.data)

@@ -139,7 +139,9 @@ def test_an_unreachable_app_fails_at_once_with_one_message(apex: ApexPytester) -
     result, report = run_suite(apex, "clean", *SHORT, url=f"http://127.0.0.1:{free_port()}")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert report["verdict"] == "fail"
-    result.stdout.fnmatch_lines(["*load target http://127.0.0.1:* unreachable: *before any stage ran)*"])
+    result.stdout.fnmatch_lines(
+        ["*load target http://127.0.0.1:* unreachable: *before any stage ran)*"]
+    )
     assert "Traceback" not in result.stdout.str()
 
 
