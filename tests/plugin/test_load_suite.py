@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
+# Imported here, before any in-process run: such a run forgets the modules it imported
+# itself, and a second copy of them (aiohttp's, the engine's) would be imported after it.
+import pytest_apex.adapters.apex_load
+import pytest_apex.suites.test_load  # noqa: F401
 from pytest_apex.exitstatus import INCONCLUSIVE_EXIT
+from tests.conftest import ROOT
 from tests.plugin.conftest import ApexPytester
 
 # The suite's target layer replaced by the fake app (tests/plugin/fake_load_app.py).
@@ -62,9 +67,14 @@ def run_suite(
     *args: str,
     agent: bool = False,
     url: str = "",
+    subprocess: bool = False,
 ) -> tuple[pytest.RunResult, dict[str, Any]]:
     apex.conftest(FAKE_LAYERS.format(mode=mode, agent=agent, url=url))
-    result = apex.run("-m", "load", "-q", "-p", "no:randomly", *args)
+    args = ("-m", "load", "-q", "-p", "no:randomly", *args)
+    if subprocess:
+        result = apex.pytester.runpytest_subprocess(*apex.QUIET, *args, timeout=120)
+    else:
+        result = apex.run(*args)
     return result, apex.report()
 
 
@@ -155,8 +165,13 @@ def test_an_agent_app_is_judged_on_its_time_to_the_final_event(apex: ApexPyteste
         assert 0.015 <= final["observed"] < 1.0  # three events 5 ms apart
 
 
-def test_load_workers_share_the_users_and_merge_their_measurements(apex: ApexPytester) -> None:
-    result, report = run_suite(apex, "clean", *SHORT, "--apex-load-workers=2")
+def test_load_workers_share_the_users_and_merge_their_measurements(
+    apex: ApexPytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In a process of its own: an in-process run forgets the modules it imported, and
+    # multiprocessing's picklers would then no longer match the modules imported again.
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result, report = run_suite(apex, "clean", *SHORT, "--apex-load-workers=2", subprocess=True)
     assert result.ret == 0, result.stdout.str()
     stages = [c for c in report["criteria"] if c["name"] == "requests_per_s"]
     assert [c["stage"]["users"] for c in stages] == [2, 4]
