@@ -23,7 +23,7 @@ import aiohttp
 from pytest_apex.adapters.apex import TERMINAL_EVENTS, jwt_subprotocol
 from pytest_apex.adapters.load import ITEM_TEXT, RestLoadSessions, UserState
 from pytest_apex.load.engine import OperationFailed, Ops
-from pytest_apex.load.measure import CONNECTION, PROTOCOL
+from pytest_apex.load.measure import CONNECTION, PROTOCOL, status_kind
 
 AGENT_FAILED: Final = "agent_failed"
 AGENT_REFUSED: Final = "agent_refused"
@@ -65,7 +65,7 @@ class ApexLoadSessions(RestLoadSessions):
                 max_msg_size=2**20,
             )
         except aiohttp.WSServerHandshakeError as exc:
-            raise OperationFailed(f"{exc.status // 100}xx", str(exc)) from exc
+            raise OperationFailed(status_kind(exc.status), str(exc)) from exc
 
     async def _run(self, state: UserState, text: str, on_first: Callable[[], None]) -> None:
         ws = state.socket

@@ -29,8 +29,9 @@ and get back a session. What a session must offer depends on what the suite does
   hands the load engine a `pytest_apex.load.engine.SessionFactory`, a plain picklable value
   (worker processes get a copy) that opens its own fast client in the engine's loop. Its
   sessions time their steps by name: ``login`` (once per virtual user), ``create`` (once),
-  ``list``, ``post`` and, for an agent, ``agent_first_event`` / ``agent_final_event``; the
-  suite judges those names. `pytest_apex.adapters.load` builds one from the description.
+  ``list``, ``post`` and, for an agent, ``ws_connect`` (once), ``agent_first_event`` and
+  ``agent_final_event``; the suite judges those names (`pytest_apex.suites.load_checks`).
+  `pytest_apex.adapters.load` builds one from the description.
 
 Errors surface as exceptions of any kind; the suites count them per user, with an example,
 and go on with the other users. `pytest_apex.adapters.rest.RestAdapter` implements the REST
