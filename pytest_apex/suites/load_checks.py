@@ -113,7 +113,7 @@ def summary(stage: StageResult) -> dict[str, object]:
         "requests": stage.completed,
         "requests_per_s": round(stage.requests_per_s, 1),
         "errors": dict(stage.errors),
-        "p95_s": None if latency.count == 0 else round(latency.p95_s, 4),
+        "p95_s_all_ops": None if latency.count == 0 else round(latency.p95_s, 4),
         "generator_cpu_percent": stage.health.to_json()["cpu_percent"],
         "workers": stage.workers,
     }
