@@ -17,11 +17,13 @@ import pytest
 import pytest_asyncio
 
 from pytest_apex._stash import target_session_key
-from pytest_apex.adapters.base import AgentRun, AgentSession, AppAdapter, UserSession
+from pytest_apex.adapters.base import AgentRun, AgentSession, AppAdapter, LoadSessions, UserSession
 from pytest_apex.adapters.factory import adapter_for, username_for
+from pytest_apex.adapters.load import LoadScenario
 from pytest_apex.adapters.rest import AdapterError
 from pytest_apex.app import AppDescription, Topology
 from pytest_apex.dsn import postgres_dsn
+from pytest_apex.load.engine import SessionFactory
 from pytest_apex.reporting import allure as allure_report
 from pytest_apex.settings import ApexSettings, settings_key
 from pytest_apex.targets.base import ContainerInfo, Target
@@ -253,3 +255,26 @@ def apex_run_agent() -> AgentRunner:
         return await session.run_agent(thread_id, text, timeout)
 
     return run
+
+
+@pytest.fixture
+def apex_load_sessions(apex_adapter: AppAdapter, apex_settings: ApexSettings) -> SessionFactory:
+    """What the load suite's virtual users do: the adapter's `LoadSessions` (log in once,
+    list, post, run the agent where there is one), thinking `load_think_s` between sessions.
+
+    Override it to load the app with another scenario (any
+    `pytest_apex.load.engine.SessionFactory`).
+    """
+    if not isinstance(apex_adapter, LoadSessions):
+        pytest.skip(
+            f"the adapter {type(apex_adapter).__name__} gives no load sessions "
+            "(LoadSessions.load_sessions in pytest_apex/adapters/base.py)"
+        )
+    scenario = LoadScenario(
+        think_s=apex_settings.thresholds.seconds("load_think_s"), run=uuid.uuid4().hex[:8]
+    )
+    try:
+        return apex_adapter.load_sessions(scenario)
+    except AdapterError as exc:
+        error = str(exc)
+    pytest.fail(f"no load sessions for {type(apex_adapter).__name__}: {error}", pytrace=False)

@@ -203,6 +203,7 @@ class CriteriaRecorder:
                 check.threshold,
                 check.op,
                 unit=check.unit,
+                stage=check.stage,
                 samples=check.samples,
                 min_samples=check.min_samples,
                 inconclusive=check.inconclusive,
@@ -233,6 +234,7 @@ class Check:
     samples: int | None = None  # how many observations `observed` stands on
     min_samples: int = 0  # fewer samples than this: inconclusive
     inconclusive: str = ""  # why the check could not run ("" when it ran)
+    stage: Stage | None = None  # where in a staged run it was measured (load stages)
 
 
 @pytest.fixture

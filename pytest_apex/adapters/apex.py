@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import websockets
@@ -24,6 +24,10 @@ from pytest_apex.adapters.http import HttpClient
 from pytest_apex.adapters.rest import AdapterError, Answer, RestAdapter, RestUserSession
 from pytest_apex.app import AppDescription
 from pytest_apex.reference import reference_description
+
+if TYPE_CHECKING:  # the load sessions build on this module
+    from pytest_apex.adapters.apex_load import ApexLoadSessions
+    from pytest_apex.adapters.load import LoadScenario
 
 TERMINAL_EVENTS = frozenset({"agent_completed", "agent_error", "agent_cancelled"})
 # How each terminal event ends a run, in the suite's words (`RunSignal.terminal`).
@@ -87,6 +91,21 @@ class ApexAdapter(RestAdapter):
     async def login(self, username: str) -> ApexUserSession:
         session = await super().login(username)
         return ApexUserSession(self, session.user_id, session.username, session.token)
+
+    def load_sessions(self, scenario: LoadScenario) -> ApexLoadSessions:
+        """`LoadSessions`: the described REST steps, plus an agent run per session."""
+        from pytest_apex.adapters.apex_load import ApexLoadSessions
+        from pytest_apex.adapters.load import rest_load_sessions
+
+        sessions = rest_load_sessions(
+            self.description,
+            self.endpoints,
+            scenario,
+            ApexLoadSessions,
+            ws_url=ws_url(self.backend_url),
+        )
+        assert isinstance(sessions, ApexLoadSessions)
+        return sessions
 
     socket_token_transports = SOCKET_TOKEN_TRANSPORTS
 

@@ -24,7 +24,14 @@ and get back a session. What a session must offer depends on what the suite does
   that makes the agent fail (its error path), `run_status(run_id)` the app's answer about a
   run, `list_thread_pages` and `read_thread` the REST views of threads (`Answer`s, any
   status: the suite scans them all and judges refusals itself);
-- the health suite's WebSocket token checks (`RawTokenSocket`, on the adapter).
+- the health suite's WebSocket token checks (`RawTokenSocket`, on the adapter);
+- the load suite (`LoadSessions`, on the adapter, optional): `load_sessions(scenario)`
+  hands the load engine a `pytest_apex.load.engine.SessionFactory`, a plain picklable value
+  (worker processes get a copy) that opens its own fast client in the engine's loop. Its
+  sessions time their steps by name: ``login`` (once per virtual user), ``create`` (once),
+  ``list``, ``post`` and, for an agent, ``ws_connect`` (once), ``agent_first_event`` and
+  ``agent_final_event``; the suite judges those names (`pytest_apex.suites.load_checks`).
+  `pytest_apex.adapters.load` builds one from the description.
 
 Errors surface as exceptions of any kind; the suites count them per user, with an example,
 and go on with the other users. `pytest_apex.adapters.rest.RestAdapter` implements the REST
@@ -37,7 +44,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from pytest_apex.adapters.load import LoadScenario
+    from pytest_apex.load.engine import SessionFactory
 
 
 @dataclass
@@ -204,4 +215,17 @@ class RawTokenSocket(Protocol):
         status), `TimeoutError`, `OSError` or `InvalidHandshake` when nothing usable
         happened within `timeout_s`.
         """
+        ...
+
+
+@runtime_checkable
+class LoadSessions(Protocol):
+    """Optional adapter capability: the sessions the load suite's virtual users run.
+
+    An adapter without it gets no load run (the suite fails saying so): load against routes
+    nobody described would repeat the staging report's mistake of load-testing 401s.
+    """
+
+    def load_sessions(self, scenario: LoadScenario) -> SessionFactory:
+        """A session factory for the load engine (see the module doc for its op names)."""
         ...

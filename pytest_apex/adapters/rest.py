@@ -16,7 +16,7 @@ import json
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urljoin
 
 import httpx
@@ -24,6 +24,9 @@ import httpx
 from pytest_apex.adapters.http import AiohttpClient, HttpClient, HttpxClient, StaleConnection
 from pytest_apex.app.model import AppDescription, Pagination, Resource
 from pytest_apex.jsonpath import dig
+
+if TYPE_CHECKING:  # the load module builds on this one
+    from pytest_apex.adapters.load import LoadScenario, RestLoadSessions
 
 # Statuses that count as a refusal of another user's resource: not found (the usual way to
 # hide existence), forbidden, unauthorised. A 5xx is not a refusal: it answered nothing.
@@ -204,6 +207,13 @@ class RestAdapter:
                 f"no resource {name!r} in the app description "
                 f"(resources: {', '.join(self.resources) or 'none'})"
             ) from None
+
+    def load_sessions(self, scenario: LoadScenario) -> RestLoadSessions:
+        """`LoadSessions`: log in, list every described resource, post under the first
+        that has a sub-resource to create (`pytest_apex.adapters.load`)."""
+        from pytest_apex.adapters.load import rest_load_sessions
+
+        return rest_load_sessions(self.description, self.endpoints, scenario)
 
     async def aclose(self) -> None:
         await self.http.aclose()

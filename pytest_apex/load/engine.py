@@ -235,6 +235,23 @@ class Ops:
         )
         return result
 
+    def now(self) -> float:
+        """The engine's clock, for a milestone inside an operation (`record_since`)."""
+        return self._state.now()
+
+    def record_since(self, name: str, started: float) -> None:
+        """Record a success of `name` that took from `started` (an `now()` reading) until now.
+
+        For a milestone inside an operation timed with `timed` (an agent run's first event,
+        inside its run to the final one): a measurement, not another request, so it does not
+        count against the stage's cap.
+        """
+        st = self._state
+        end = st.now()
+        st.recorder.record(
+            name, started - st.start, end - started, (end - started) if st.open else None
+        )
+
     async def think(self, seconds: float) -> None:
         """Pause like a user reading; returns early (raising `StageOver`) when the stage ends."""
         st = self._state

@@ -38,7 +38,8 @@ METRICS: Final = (*LATENCY_METRICS, *RATE_METRICS, "requests_per_s", "dropped")
 
 @dataclass(frozen=True)
 class Threshold:
-    """`metric op value` over one operation (`op_name`) or all of them (None)."""
+    """`metric op value` over one operation (`op_name`) or all of them (None) but those
+    `exclude` names (an agent run's seconds are not an HTTP response time)."""
 
     metric: str
     op: Op
@@ -46,6 +47,7 @@ class Threshold:
     op_name: str | None = None
     per_window: bool = False
     name: str | None = None  # the criterion's name; default e.g. "p95" or "login p95"
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -107,7 +109,7 @@ def _rate(metric: str, ok: int, errors: int) -> float:
 def _stage_observation(result: StageResult, threshold: Threshold) -> _Observation:
     ops = [result.ops[threshold.op_name]] if threshold.op_name in result.ops else []
     if threshold.op_name is None:
-        ops = list(result.ops.values())
+        ops = [op for name, op in result.ops.items() if name not in threshold.exclude]
     metric = threshold.metric
     ok = sum(op.ok for op in ops)
     errors = sum(op.error_count for op in ops)
@@ -125,7 +127,11 @@ def _stage_observation(result: StageResult, threshold: Threshold) -> _Observatio
 
 
 def _window_observations(result: StageResult, threshold: Threshold) -> list[_Observation]:
-    names = [threshold.op_name] if threshold.op_name else list(result.ops)
+    names = (
+        [threshold.op_name]
+        if threshold.op_name
+        else [name for name in result.ops if name not in threshold.exclude]
+    )
     observations = []
     for index in result.window_indexes():
         windows = [
@@ -278,6 +284,7 @@ def to_check(criterion: Criterion) -> Check:
         criterion.op,
         unit=criterion.unit,
         detail=criterion.stage.describe() if criterion.stage else "",
+        stage=criterion.stage,
         samples=criterion.samples,
         min_samples=criterion.min_samples,
         inconclusive=criterion.inconclusive,

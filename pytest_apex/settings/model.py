@@ -42,6 +42,8 @@ class ApexSettings:
     app: AppDescription = field(default_factory=reference_description)
     # The app's topology to deploy and judge (`--apex-topology`; "" for the base stack).
     topology: str = ""
+    # Load generator processes (`--apex-load-workers`): one drives about one core.
+    load_workers: int = 1
 
     @property
     def is_external(self) -> bool:

@@ -123,6 +123,14 @@ def add_options(parser: pytest.Parser) -> None:
         "string",
         metavar="NAME",
     )
+    option(
+        "--apex-load-workers",
+        "apex_load_workers",
+        "load generator processes for `-m load` (default 1); their histograms are merged "
+        "exactly, so a machine with more cores pushes more load",
+        "string",
+        metavar="N",
+    )
 
 
 def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
@@ -144,6 +152,7 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         inconclusive=option.apex_inconclusive,
         seed=option.apex_seed,
         topology=option.apex_topology,
+        load_workers=option.apex_load_workers,
     )
     ini_value: Callable[[str], Any] = config.getini
     ini = RawOptions(
@@ -161,5 +170,6 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         inconclusive=ini_value("apex_inconclusive") or None,
         seed=ini_value("apex_seed") or None,
         topology=ini_value("apex_topology") or None,
+        load_workers=ini_value("apex_load_workers") or None,
     )
     return resolve(cli, ini, rootdir=config.rootpath, project_dir=ini_base, environ=os.environ)

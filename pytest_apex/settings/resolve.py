@@ -60,6 +60,7 @@ OPTION_KEYS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "inconclusive": ("--apex-inconclusive", "apex_inconclusive"),
         "seed": ("--apex-seed", "apex_seed"),
         "topology": ("--apex-topology", "apex_topology"),
+        "load_workers": ("--apex-load-workers", "apex_load_workers"),
     }
 )
 
@@ -88,6 +89,7 @@ class RawOptions:
     inconclusive: str | None = None
     seed: str | None = None
     topology: str | None = None
+    load_workers: str | None = None
 
     def key(self, option: str) -> str:
         cli, ini = OPTION_KEYS[option]
@@ -138,6 +140,20 @@ def _resolve_seed(cli: RawOptions, ini: RawOptions) -> int | None:
         return int(str(value).strip())
     except ValueError:
         raise _error(source.key("seed"), f"not an integer: {value!r}", "an integer") from None
+
+
+def _resolve_load_workers(cli: RawOptions, ini: RawOptions) -> int:
+    value, source = _pick("load_workers", cli, ini)
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        return 1
+    if not text.isdigit() or int(text) < 1:
+        raise _error(
+            source.key("load_workers"),
+            f"not a whole number >= 1: {value!r}",
+            "the number of load generator processes, e.g. 2 (one per spare core)",
+        )
+    return int(text)
 
 
 def _resolve_urls(cli: RawOptions, ini: RawOptions) -> dict[str, str]:
@@ -317,4 +333,5 @@ def resolve(
         rootdir=rootdir,
         app=app,
         topology=_resolve_topology(cli, ini, app),
+        load_workers=_resolve_load_workers(cli, ini),
     )

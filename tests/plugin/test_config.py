@@ -31,6 +31,7 @@ OPTIONS = {
     "--apex-inconclusive": "apex_inconclusive",
     "--apex-topology": "apex_topology",
     "--apex-seed": "apex_seed",
+    "--apex-load-workers": "apex_load_workers",
 }
 
 
@@ -317,6 +318,9 @@ def test_threshold_table_has_the_report_criteria() -> None:
         "stage_duration_s": 20,
         "soak_duration_s": 60,
         "load_interval_s": 0,
+        "load_think_s": 1.0,
+        "load_window_s": 10.0,
+        "load_agent_p95_s_max": 10.0,
         "rollback_p95_s_max": 3.0,
         "rollback_error_rate_max": 0.02,
         "rollback_memory_ratio_max": 0.75,
@@ -559,6 +563,20 @@ def test_report_header_and_verdict_name_the_topology(apex: ApexPytester) -> None
         ]
     )
     assert apex.report()["topology"] == "two_backends"
+
+
+def test_load_workers_come_from_the_command_line_else_the_ini_and_must_be_positive(
+    tmp_path: Path,
+) -> None:
+    assert _resolve(tmp_path).load_workers == 1  # one generator process unless told
+    assert _resolve(tmp_path, ini={"load_workers": "3"}).load_workers == 3
+    assert (
+        _resolve(tmp_path, cli={"load_workers": "2"}, ini={"load_workers": "3"}).load_workers == 2
+    )
+    with pytest.raises(pytest.UsageError, match=r"--apex-load-workers: not a whole number >= 1"):
+        _resolve(tmp_path, cli={"load_workers": "0"})
+    with pytest.raises(pytest.UsageError, match=r"apex_load_workers: not a whole number >= 1"):
+        _resolve(tmp_path, ini={"load_workers": "many"})
 
 
 def test_the_seed_comes_from_the_command_line_else_the_ini_and_must_be_a_number(

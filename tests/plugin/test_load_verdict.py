@@ -162,3 +162,20 @@ def test_judge_plan_and_checks_for_the_recorder():
     assert check.detail == "at 10 users (stage 2/5)"
     with pytest.raises(ValueError, match="unknown load metric"):
         Threshold("p42x", "<", 1)
+
+
+def test_excluded_operations_stay_out_of_an_all_operations_threshold():
+    recorder = _steady(windows=2, per_window=50, latency=0.05)
+    for i in range(50):
+        recorder.record("agent_final_event", i * 0.2, 9.0)  # an agent run: not a response time
+    stage = _stage(recorder)
+    everything, http = judge_stage(
+        stage,
+        [
+            Threshold("p95", "<", 2.0, per_window=True),
+            Threshold("p95", "<", 2.0, per_window=True, exclude=("agent_final_event",)),
+        ],
+    )
+    assert everything.outcome == "fail"
+    assert (http.outcome, http.observed) == ("pass", pytest.approx(0.05, rel=0.01))
+    assert to_check(http).stage == http.stage is not None

@@ -17,6 +17,7 @@ SHIPPED = (
     "pytest_apex/reference/app.toml",
     "pytest_apex/suites/test_health.py",
     "pytest_apex/suites/test_isolation.py",
+    "pytest_apex/suites/test_load.py",
 )
 
 

@@ -48,3 +48,8 @@ def test_a_project_that_collects_the_suite_itself_runs_each_test_once(apex: Apex
     result.stdout.fnmatch_lines(
         [f"{len(names)}/{2 * len(names)} tests collected ({len(names)} deselected)*"]
     )
+
+
+def test_the_load_marker_collects_the_shipped_load_suite(apex: ApexPytester) -> None:
+    collected = _collected(_collect(apex, "-m", "load"))
+    assert [line.split("::", 1)[1] for line in collected] == ["test_staged_users_hold_the_slos"]

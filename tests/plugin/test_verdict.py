@@ -97,11 +97,13 @@ def test_a_selected_suite_that_recorded_nothing_is_inconclusive(apex: ApexPytest
 
 
 def test_deselected_suites_owe_nothing(apex: ApexPytester) -> None:
+    # rollback: a suite marker the plugin ships no suite module for (yet), so the run holds
+    # only this project's tests.
     apex.pytester.makepyfile(
         """
         import pytest
 
-        @pytest.mark.load
+        @pytest.mark.rollback
         def test_measured(apex_criteria):
             apex_criteria.check("p95", 1.0, 2.0, "<")
 
@@ -110,10 +112,10 @@ def test_deselected_suites_owe_nothing(apex: ApexPytester) -> None:
             pass
         """
     )
-    result = apex.run("-m", "load")
+    result = apex.run("-m", "rollback")
     assert result.ret == pytest.ExitCode.OK
     report = apex.report()
-    assert (report["verdict"], report["suites_run"]) == ("pass", ["load"])
+    assert (report["verdict"], report["suites_run"]) == ("pass", ["rollback"])
 
 
 def test_a_plain_test_run_keeps_pytests_exit_status(apex: ApexPytester) -> None:
