@@ -1,0 +1,74 @@
+"""The load suite catches what it claims to: it passes on the clean stack, fails its p95 on
+slow_responses and its error rate on error_burst, naming the stage. Short stages (two, of 10
+and 25 users, 8 s each): the report's full stages belong to the staging profile."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pytest
+
+from tests.conftest import FaultStack
+from tests.proofs.conftest import ACCEPTANCE, failed_criteria, run_suite
+
+pytestmark = pytest.mark.xdist_group("fault-stack")
+
+LOAD_SUITE: Final = ACCEPTANCE / "test_load.py"
+SHORT_STAGES: Final = (
+    "-m",
+    "load",
+    "--apex-threshold",
+    "load_stages=10,25",
+    "--apex-threshold",
+    "stage_duration_s=8",
+)
+
+
+def _failed(report: dict) -> dict[tuple[str, str], str]:
+    """(criterion, stage) -> outcome of every criterion that did not pass."""
+    return {
+        (c["name"], str((c.get("stage") or {}).get("users", ""))): c["outcome"]
+        for c in failed_criteria(report)
+    }
+
+
+def test_load_suite_passes_on_the_clean_stack(
+    pytester: pytest.Pytester, fault_stack: FaultStack
+) -> None:
+    result, report = run_suite(pytester, LOAD_SUITE, fault_stack.suite_urls(), SHORT_STAGES)
+
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert report["verdict"] == "pass", failed_criteria(report)
+    names = {c["name"] for c in report["criteria"]}
+    assert {"success_rate", "error_rate", "p95", "avg_response", "agent_final_event p95"} <= names
+
+
+def test_load_suite_fails_p95_on_slow_responses_naming_the_stage(
+    pytester: pytest.Pytester, fault_stack: FaultStack
+) -> None:
+    result, report = run_suite(
+        pytester, LOAD_SUITE, fault_stack.suite_urls("slow_responses"), SHORT_STAGES
+    )
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    failed = _failed(report)
+    assert failed.get(("p95", "10")) == "fail", failed
+    assert failed.get(("p95", "25")) == "fail", failed
+    result.stdout.fnmatch_lines(["*load p95 2.* s >= 2.00 s at 10 users (stage 1/2)*"])
+
+
+def test_load_suite_fails_the_error_rate_on_error_burst(
+    pytester: pytest.Pytester, fault_stack: FaultStack
+) -> None:
+    result, report = run_suite(
+        pytester, LOAD_SUITE, fault_stack.suite_urls("error_burst"), SHORT_STAGES
+    )
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    failed = _failed(report)
+    assert failed.get(("error_rate", "25")) == "fail", failed
+    # Only the error criteria: the slow path is not blamed for errors.
+    assert {name for name, _ in failed} <= {"error_rate", "success_rate"}, failed
+    result.stdout.fnmatch_lines(
+        ["*load error_rate * >= 0.0100 at 25 users (stage 2/2): errors: 5xx*"]
+    )
