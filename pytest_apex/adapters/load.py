@@ -30,7 +30,8 @@ from pytest_apex.adapters.rest import (
 )
 from pytest_apex.app.model import AppDescription
 from pytest_apex.jsonpath import dig
-from pytest_apex.load.engine import LoadTargetUnreachable, OperationFailed, Ops
+from pytest_apex.load.engine import OperationFailed, Ops
+from pytest_apex.load.http import probe_http
 from pytest_apex.load.measure import CONNECTION, PROTOCOL, status_kind
 
 # What a load user's items are called: findable, and not mistaken for an isolation canary.
@@ -135,16 +136,8 @@ class RestLoadSessions:
             self._client = None
 
     async def probe(self, timeout_s: float) -> None:
-        """Any HTTP answer means the app is there: 150 users need not find out one by one."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                async with self._client.get(self.probe_url) as response:
-                    await response.read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise LoadTargetUnreachable(
-                f"load target {self.probe_url} unreachable: {type(exc).__name__}: {exc} "
-                f"(probed once with a {timeout_s:g} s timeout before any stage ran)"
-            ) from exc
+        assert self._client is not None
+        await probe_http(self._client, self.probe_url, timeout_s)
 
     def session(self, user: int) -> _LoadSession:
         return _LoadSession(self, user)

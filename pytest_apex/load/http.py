@@ -26,6 +26,24 @@ from pytest_apex.load.measure import CONNECTION, PROTOCOL, TIMEOUT, status_kind
 ClientFactory = Callable[["HttpSessionFactory"], Any]
 
 
+def _unreachable(url: str, timeout_s: float, exc: BaseException) -> LoadTargetUnreachable:
+    return LoadTargetUnreachable(
+        f"load target {url} unreachable: {type(exc).__name__}: {exc} "
+        f"(probed once with a {timeout_s:g} s timeout before any stage ran)"
+    )
+
+
+async def probe_http(client: aiohttp.ClientSession, url: str, timeout_s: float) -> None:
+    """Any HTTP answer (even a 404) means the target is there; no answer means it is not:
+    one probe before any stage, so 150 users need not find out one by one."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with client.get(url) as response:
+                await response.read()
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise _unreachable(url, timeout_s, exc) from exc
+
+
 @dataclass(frozen=True)
 class HttpRequest:
     """One timed request of a session: a status of 400 or more counts as an error."""
@@ -105,16 +123,8 @@ class HttpSessionFactory:
             self._client = None
 
     async def probe(self, timeout_s: float) -> None:
-        """Any HTTP answer (even a 404) means the target is there; no answer means it is not."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                async with self._client.get(self.base_url) as response:
-                    await response.read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise LoadTargetUnreachable(
-                f"load target {self.base_url} unreachable: {type(exc).__name__}: {exc} "
-                f"(probed once with a {timeout_s:g} s timeout before any stage ran)"
-            ) from exc
+        assert self._client is not None
+        await probe_http(self._client, self.base_url, timeout_s)
 
     def session(self, user: int) -> _HttpSession:
         return _HttpSession(self)
@@ -184,10 +194,7 @@ class WebSocketSessionFactory:
                 async with self._client.ws_connect(self.url, headers=self.headers) as ws:
                     await ws.close()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise LoadTargetUnreachable(
-                f"load target {self.url} unreachable: {type(exc).__name__}: {exc} "
-                f"(probed once with a {timeout_s:g} s timeout before any stage ran)"
-            ) from exc
+            raise _unreachable(self.url, timeout_s, exc) from exc
 
     def session(self, user: int) -> _WebSocketSession:
         return _WebSocketSession(self)
