@@ -77,6 +77,8 @@ class AiohttpClient:
         try:
             async with self._client().request(method, url, json=json, headers=headers) as reply:
                 return Reply(reply.status, await reply.read())
+        except aiohttp.ClientConnectorError:
+            raise  # no connection was made: nothing reached the app, and nothing was stale
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise StaleConnection(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -51,4 +52,12 @@ async def test_a_connection_closed_before_the_answer_is_a_stale_connection(
     client = AiohttpClient()
     with pytest.raises(StaleConnection, match=r"POST .*/hang-up"):
         await client.request("POST", str(server.make_url("/hang-up")), json={"a": 1})
+    await client.aclose()
+
+
+async def test_a_refused_connection_is_not_a_stale_one() -> None:
+    # Nothing reached the app, so there is nothing to resend: the caller sees the refusal.
+    client = AiohttpClient()
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await client.request("GET", "http://127.0.0.1:1/refused")
     await client.aclose()
