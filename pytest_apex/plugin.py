@@ -47,6 +47,7 @@ _FIXTURE_MODULES: Final = (
     "pytest_apex.recording",
     "pytest_apex.fixtures",
     "pytest_apex.health.fixtures",
+    "pytest_apex.load.fixtures",
 )
 
 MARKERS: Final[dict[str, str]] = {

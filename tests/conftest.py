@@ -78,12 +78,18 @@ class FaultStack:
         self.target = target
         self.faults = ""
         self.topology = ""
+        self.extra: dict[str, str] = {}
         self._overrides: list[Path] = []
 
-    def switch(self, *faults: str, topology: str = "") -> dict[str, str]:
+    def switch(
+        self, *faults: str, topology: str = "", env: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """The stack with these faults (and topology, and extra compose variables: those
+        of a previous switch are reset to empty unless given again)."""
         wanted = ",".join(sorted(faults))
-        if (wanted, topology) != (self.faults, self.topology):
-            env = {FAULTS_ENV: wanted}
+        extra = dict(env or {})
+        if (wanted, topology, extra) != (self.faults, self.topology, self.extra):
+            env = {**dict.fromkeys(self.extra, ""), **extra, FAULTS_ENV: wanted}
             shape = TOPOLOGIES[topology] if topology else Topology(files=())
             overrides = [
                 FAULT_OVERRIDES / f"{f}.yml" for f in sorted(faults) if f in CONTAINER_FAULTS
@@ -94,6 +100,7 @@ class FaultStack:
             else:
                 self.target.recreate(self.APP_SERVICES, env)
             self.faults, self.topology, self._overrides = wanted, topology, overrides
+            self.extra = extra
         return self.endpoints()
 
     def endpoints(self) -> dict[str, str]:
@@ -153,10 +160,12 @@ class FaultStack:
         """Forget agent runs, so a fault's traces never leak into a later clean check."""
         self.sql("TRUNCATE agent_executions")
 
-    def suite_urls(self, *faults: str, topology: str = "") -> dict[str, str]:
-        """Switch to `faults` (and `topology`); the `--apex-url` values that point a suite at
-        this stack, PostgreSQL with the credentials its container was given."""
-        urls = self.switch(*faults, topology=topology)
+    def suite_urls(
+        self, *faults: str, topology: str = "", env: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """Switch to `faults` (and `topology`, `env`); the `--apex-url` values that point a
+        suite at this stack, PostgreSQL with the credentials its container was given."""
+        urls = self.switch(*faults, topology=topology, env=env)
         env = self.target.environment("postgres")
         host = urlsplit(urls["postgres"]).netloc
         urls["postgres"] = postgres_dsn(

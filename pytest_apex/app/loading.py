@@ -262,6 +262,7 @@ def _service(name: str, raw: Mapping[str, Any]) -> Service:
             metrics.get("path", "/metrics"),
             tuple(metrics.get("series", ())),
             tuple(metrics.get("at_rest", ())),
+            metrics.get("memory", "process_resident_memory_bytes"),
         ),
         security_headers=raw.get("security_headers", True),
         settings=MappingProxyType(dict(raw.get("settings", {}))),

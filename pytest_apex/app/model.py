@@ -63,6 +63,9 @@ class MetricsRoute:
     # Gauges of live resources (open sockets, execution contexts) that must fall back to
     # where they were once users are done: the isolation suite's cleanup check.
     at_rest: tuple[str, ...] = ()
+    # The gauge of the process's resident bytes: the load suite's memory gates read it on a
+    # target with no container access (prometheus_client exports this name by default).
+    memory: str = "process_resident_memory_bytes"
 
 
 @dataclass(frozen=True)

@@ -196,10 +196,46 @@ _SPECS: Final[tuple[ThresholdSpec, ...]] = (
         "memory_slope_kb_per_h_max",
         "number",
         "KB/h",
-        1024.0,
+        # What a compressed soak can resolve: a minute of samples pins a slope to about
+        # +-20 MiB/h, so 1 MiB/h could only ever be inconclusive there. 24 h resolve it.
+        131072.0,
+        staging=1024.0,
         op="<=",
         criterion="memory_slope",
-        help="least-squares memory growth after warm-up (leak gate)",
+        help="least-squares memory growth after warm-up, upper 95 % bound (leak gate)",
+    ),
+    ThresholdSpec(
+        "memory_warmup_s",
+        "seconds",
+        "s",
+        10.0,
+        staging=3600.0,
+        help="memory samples this early in a soak are not judged (caches and pools filling)",
+    ),
+    ThresholdSpec(
+        "memory_sample_s",
+        "seconds",
+        "s",
+        1.0,
+        staging=10.0,
+        help="interval between two memory samples of each service",
+    ),
+    ThresholdSpec(
+        "availability_probe_s",
+        "seconds",
+        "s",
+        # The report's every second; a run too short to collect the 1,000 probes that
+        # > 99.9 % needs at that pace probes faster (pytest_apex/suites/load_watch.py).
+        1.0,
+        help="longest interval between two health probes of each service under load",
+    ),
+    ThresholdSpec(
+        "soak_users",
+        "count",
+        "users",
+        25,
+        staging=150,
+        help="concurrent users of a soak (ci: held for soak_duration_s; staging: the peak)",
     ),
     ThresholdSpec(
         "success_rate_min",

@@ -19,6 +19,8 @@ import pytest
 SUITES_DIR: Final = Path(__file__).resolve().parent
 
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A suite whose tests live in another suite's module (the soak shares the load's engine).
+_MODULE_OF: Final = {"soak": "load"}
 
 
 def suite_files(markexpr: str, suites: Iterable[str]) -> list[Path]:
@@ -28,10 +30,11 @@ def suite_files(markexpr: str, suites: Iterable[str]) -> list[Path]:
     filter then deselects what the expression excludes, which costs only an import.
     """
     named = set(_NAME.findall(markexpr or ""))
+    modules = [_MODULE_OF.get(suite, suite) for suite in suites if suite in named]
     return [
         path
-        for suite in suites
-        if suite in named and (path := SUITES_DIR / f"test_{suite}.py").is_file()
+        for module in dict.fromkeys(modules)
+        if (path := SUITES_DIR / f"test_{module}.py").is_file()
     ]
 
 

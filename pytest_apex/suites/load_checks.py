@@ -9,6 +9,7 @@ in the reference stack) are judged by their own threshold, not as a slow respons
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
@@ -37,6 +38,26 @@ def load_plan(thresholds: Thresholds) -> tuple[ClosedStage, ...]:
     duration = thresholds.seconds("stage_duration_s")
     ramp = min(MAX_RAMP_S, duration * RAMP_SHARE)
     return closed_plan((users, duration, ramp) for users in thresholds.stages("load_stages"))
+
+
+def soak_plan(thresholds: Thresholds) -> tuple[tuple[ClosedStage, ...], int, float]:
+    """The soak's load, how many times it runs and the seconds from one start to the next.
+
+    With a `load_interval_s` (staging: 6 h) the staged plan runs every interval for
+    `soak_duration_s` (24 h): the report's "load tests every 6 h during a 24 h validation".
+    Without one (ci) the soak is compressed: `soak_users` held for `soak_duration_s`.
+    """
+    duration = thresholds.seconds("soak_duration_s")
+    interval = thresholds.seconds("load_interval_s")
+    if interval > 0:
+        runs = max(1, math.ceil(duration / interval - 1e-9))
+        return load_plan(thresholds), runs, interval
+    ramp = min(MAX_RAMP_S, duration * RAMP_SHARE)
+    return closed_plan([(thresholds.integer("soak_users"), duration, ramp)]), 1, duration
+
+
+def planned_seconds(plan: Sequence[ClosedStage]) -> float:
+    return sum(stage.duration_s for stage in plan)
 
 
 def load_thresholds(thresholds: Thresholds, *, agent_runs: bool) -> list[Threshold]:

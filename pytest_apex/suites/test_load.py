@@ -13,15 +13,26 @@ inside a long stage cannot hide behind the stage's p95. A criterion that stands 
 samples, in a stage that never reached its users or measured by a saturated generator, is
 inconclusive with the reason, never a pass. ``--apex-load-workers N`` runs the users in N
 processes whose histograms merge exactly.
+
+Beside the load, every service's health is probed on a fixed grid (`availability_probe_s`)
+and the app's memory sampled (`memory_sample_s`): availability > 99.9 % holds over the
+run. The soak (`pytest -m soak`, also part of ``-m load``) holds users for
+`soak_duration_s` (a minute in ``ci``; in ``staging`` the staged plan every 6 h for 24 h) and
+gates memory by its least-squares growth after a warm-up as well as the report's variance,
+because a slow leak passes the variance (reference §4).
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Sequence
 
 import pytest
 
 from pytest_apex.app.model import AppDescription
+from pytest_apex.load.availability import HealthCheck
 from pytest_apex.load.engine import (
     EngineSettings,
     LoadPlanRefused,
@@ -29,15 +40,50 @@ from pytest_apex.load.engine import (
     SessionFactory,
     run,
 )
-from pytest_apex.load.result import PlanResult
+from pytest_apex.load.fixtures import MemoryWatch
+from pytest_apex.load.progress import Writer
+from pytest_apex.load.result import StageResult
+from pytest_apex.load.stages import ClosedStage
 from pytest_apex.load.verdict import judge_plan
 from pytest_apex.load.workers import LoadWorkerFailed, run_workers
 from pytest_apex.recording import CriteriaRecorder
 from pytest_apex.reporting.live import live_writer
 from pytest_apex.settings import ApexSettings
-from pytest_apex.suites.load_checks import load_checks, load_plan, load_thresholds, summary
+from pytest_apex.suites.load_checks import (
+    load_checks,
+    load_plan,
+    load_thresholds,
+    planned_seconds,
+    soak_plan,
+    summary,
+)
+from pytest_apex.suites.load_watch import watching
 
 pytestmark = pytest.mark.load
+
+
+def _run_plan(
+    plan: Sequence[ClosedStage],
+    sessions: SessionFactory,
+    settings: ApexSettings,
+    writer: Writer,
+) -> list[StageResult]:
+    """The plan's stages, measured in this process or in `load_workers` processes."""
+    engine = EngineSettings(window_s=settings.thresholds.seconds("load_window_s"))
+    workers = settings.load_workers
+    failure = ""
+    try:
+        result = (
+            run_workers(plan, sessions, workers, settings=engine, writer=writer)
+            if workers > 1
+            else run(plan, sessions, settings=engine, writer=writer)
+        )
+    except (LoadTargetUnreachable, LoadPlanRefused, LoadWorkerFailed) as exc:
+        failure = str(exc)
+    if failure:
+        # One clear line instead of 150 users timing out (or a traceback through the engine).
+        pytest.fail(failure, pytrace=False)
+    return result.stages
 
 
 def test_staged_users_hold_the_slos(
@@ -45,28 +91,71 @@ def test_staged_users_hold_the_slos(
     apex_settings: ApexSettings,
     apex_app: AppDescription,
     apex_load_sessions: SessionFactory,
+    apex_health_checks: dict[str, HealthCheck],
+    apex_memory_sources: MemoryWatch,
     request: pytest.FixtureRequest,
 ) -> None:
     thresholds = apex_settings.thresholds
     plan = load_plan(thresholds)
-    engine = EngineSettings(window_s=thresholds.seconds("load_window_s"))
-    workers = apex_settings.load_workers
-    failure = ""
-    with live_writer(request.config) as writer:
-        try:
-            result: PlanResult = (
-                run_workers(plan, apex_load_sessions, workers, settings=engine, writer=writer)
-                if workers > 1
-                else run(plan, apex_load_sessions, settings=engine, writer=writer)
-            )
-        except (LoadTargetUnreachable, LoadPlanRefused, LoadWorkerFailed) as exc:
-            failure = str(exc)
-    if failure:
-        # One clear line instead of 150 users timing out (or a traceback through the engine).
-        pytest.fail(failure, pytrace=False)
-    stages = [summary(stage) for stage in result.stages]
-    request.node.user_properties.append(("load", json.dumps(stages)))
+    with (
+        live_writer(request.config) as writer,
+        watching(
+            apex_health_checks, apex_memory_sources, thresholds, planned_seconds(plan)
+        ) as watch,
+    ):
+        stages = _run_plan(plan, apex_load_sessions, apex_settings, writer)
+    request.node.user_properties.append(("load", json.dumps([summary(s) for s in stages])))
     criteria = judge_plan(
-        result.stages, load_thresholds(thresholds, agent_runs=apex_app.capabilities.agent_runs)
+        stages, load_thresholds(thresholds, agent_runs=apex_app.capabilities.agent_runs)
     )
-    apex_criteria.judge(load_checks(result.stages, criteria))
+    apex_criteria.judge([*load_checks(stages, criteria), *watch.availability(thresholds)])
+
+
+@pytest.mark.soak
+def test_soak_holds_memory_and_availability(
+    apex_criteria: CriteriaRecorder,
+    apex_settings: ApexSettings,
+    apex_app: AppDescription,
+    apex_load_sessions: SessionFactory,
+    apex_health_checks: dict[str, HealthCheck],
+    apex_memory_sources: MemoryWatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    thresholds = apex_settings.thresholds
+    plan, runs, interval = soak_plan(thresholds)
+    planned = (runs - 1) * interval + planned_seconds(plan)
+    stages: list[StageResult] = []
+    pause = threading.Event()  # never set: waiting on it is a bounded pause until a start
+    with (
+        live_writer(request.config) as writer,
+        watching(apex_health_checks, apex_memory_sources, thresholds, planned) as watch,
+    ):
+        started = time.monotonic()
+        for index in range(runs):
+            pause.wait(max(0.0, started + index * interval - time.monotonic()))
+            ran = _run_plan(plan, apex_load_sessions, apex_settings, writer)
+            stages.extend(_numbered(ran, index, runs, len(plan)))
+    request.node.user_properties.append(("load", json.dumps([summary(s) for s in stages])))
+    criteria = judge_plan(
+        stages, load_thresholds(thresholds, agent_runs=apex_app.capabilities.agent_runs)
+    )
+    apex_criteria.judge(
+        [
+            *load_checks(stages, criteria),
+            *watch.availability(thresholds),
+            *watch.memory_gates(thresholds),
+        ]
+    )
+
+
+def _numbered(
+    stages: list[StageResult], run_index: int, runs: int, per_run: int
+) -> list[StageResult]:
+    """Stages of run k of n numbered within the whole soak, so each criterion is its own."""
+    if runs == 1:
+        return stages
+    for stage in stages:
+        stage.index = run_index * per_run + stage.index
+        stage.count = runs * per_run
+        stage.description = f"run {run_index + 1}/{runs}: {stage.description}"
+    return stages

@@ -7,7 +7,8 @@ process, so the load generator's CPU (which the suite judges) is the generator's
 Modes: ``clean``; ``slow``: every answer takes `SLOW_S` once more than `FAST_USERS` users
 have logged in (a later stage is slow, the first is not); ``errors``: every fifth listing
 answers 500; ``agent``: also the reference stack's /ws agent protocol (run_accepted, three
-events, agent_completed).
+events, agent_completed); ``leak``: every write keeps `LEAK_BYTES` for ever. Every mode
+answers ``/health`` and ``/metrics`` (its real resident memory, as prometheus_client names it).
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ import json
 import sys
 from typing import Final
 
+import psutil
 from aiohttp import web
 
 from pytest_apex.app.model import (
     AppDescription,
     Auth,
     Capabilities,
+    HealthRoute,
     Login,
+    MetricsRoute,
     Resource,
     Service,
     Users,
@@ -33,13 +37,19 @@ from pytest_apex.app.model import (
 SLOW_S: Final = 0.15
 FAST_USERS: Final = 2
 ERROR_EVERY: Final = 5
+LEAK_BYTES: Final = 256 * 1024
 
 
 def description(*, agent: bool = False) -> AppDescription:
     """How the suite sees this app (built in Python, as a conftest.py may do it)."""
-    services = {"api": Service("api", "api")}
+    health = HealthRoute("/health")
+    metrics = MetricsRoute("/metrics")
+    services = {"api": Service("api", "api", liveness=health, metrics=metrics)}
     if agent:  # the reference stack's adapter wants its own service names
-        services = {"auth": Service("auth", "auth"), "backend": Service("backend", "api")}
+        services = {
+            "auth": Service("auth", "auth", liveness=health),
+            "backend": Service("backend", "api", liveness=health, metrics=metrics),
+        }
     api = "backend" if agent else "api"
     return AppDescription(
         name="fake-load",
@@ -76,6 +86,7 @@ def app(mode: str) -> web.Application:
     listings = itertools.count(1)
     ids = itertools.count(1)
     state = {"logins": 0}
+    kept: list[bytearray] = []
 
     async def pace() -> None:
         if mode == "slow" and state["logins"] > FAST_USERS:
@@ -98,10 +109,21 @@ def app(mode: str) -> web.Application:
 
     async def create(request: web.Request) -> web.Response:
         await pace()
+        if mode == "leak":  # every write kept for ever, each page touched so RSS grows
+            kept.append(bytearray(b"\x01" * LEAK_BYTES))
         return web.json_response({"id": str(next(ids))}, status=201)
 
     async def root(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "pass"})
+
+    async def metrics(request: web.Request) -> web.Response:
+        # What prometheus_client's process collector exports, from the real process.
+        rss = psutil.Process().memory_info().rss
+        page = f"# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"
+        return web.Response(text=page, content_type="text/plain")
 
     async def socket(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(
@@ -128,6 +150,8 @@ def app(mode: str) -> web.Application:
 
     application = web.Application()
     application.router.add_get("/", root)
+    application.router.add_get("/health", health)
+    application.router.add_get("/metrics", metrics)
     application.router.add_post("/login", login)
     application.router.add_get("/items", listing)
     application.router.add_post("/items", create)

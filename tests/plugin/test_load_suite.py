@@ -58,6 +58,18 @@ SHORT = (
     "--apex-threshold=stage_duration_s=1.5",
     "--apex-threshold=load_think_s=0.02",
     "--apex-threshold=load_window_s=0.5",
+    # Three seconds cannot show > 99.9 % (1,000 probes); > 95 % (20) they can.
+    "--apex-threshold=availability_min=0.95",
+)
+# A soak compressed to seconds: memory every 50 ms, judged after the first second.
+SOAK = (
+    "--apex-threshold=soak_users=4",
+    "--apex-threshold=soak_duration_s=5",
+    "--apex-threshold=load_think_s=0.02",
+    "--apex-threshold=load_window_s=1",
+    "--apex-threshold=memory_sample_s=0.05",
+    "--apex-threshold=memory_warmup_s=1.5",
+    "--apex-threshold=availability_min=0.95",
 )
 
 
@@ -68,9 +80,10 @@ def run_suite(
     agent: bool = False,
     url: str = "",
     subprocess: bool = False,
+    marks: str = "load and not soak",
 ) -> tuple[pytest.RunResult, dict[str, Any]]:
     apex.conftest(FAKE_LAYERS.format(mode=mode, agent=agent, url=url))
-    args = ("-m", "load", "-q", "-p", "no:randomly", *args)
+    args = ("-m", marks, "-q", "-p", "no:randomly", *args)
     if subprocess:
         result = apex.pytester.runpytest_subprocess(*apex.QUIET, *args, timeout=120)
     else:
@@ -96,6 +109,8 @@ def test_a_clean_app_passes_with_every_stage_in_the_report(apex: ApexPytester) -
             assert criterion["stage"] == {"index": stage, "count": 2, "users": users}
         assert criteria[("p95 in every 0.5 s window", stage)]["outcome"] == "pass"
     assert criteria[("requests_per_s", 2)]["observed"] > 50
+    availability = next(c for c in report["criteria"] if c["name"] == "availability api")
+    assert availability["outcome"] == "pass", availability
     # One progress line per stage reached the terminal, under -q and capture.
     result.stdout.fnmatch_lines(
         [
@@ -176,3 +191,24 @@ def test_load_workers_share_the_users_and_merge_their_measurements(
     stages = [c for c in report["criteria"] if c["name"] == "requests_per_s"]
     assert [c["stage"]["users"] for c in stages] == [2, 4]
     assert all(c["outcome"] == "pass" for c in stages)
+
+
+def _memory(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in report["criteria"] if c["name"].startswith("memory_")}
+
+
+def test_a_soak_of_a_steady_app_passes_its_memory_gates(apex: ApexPytester) -> None:
+    result, report = run_suite(apex, "clean", *SOAK, marks="soak")
+    assert result.ret == 0, result.stdout.str()
+    memory = _memory(report)
+    assert memory["memory_slope api"]["outcome"] == "pass", memory
+    assert memory["memory_variance api"]["outcome"] == "pass", memory
+    assert report["suites_run"] == ["soak"]
+
+
+def test_a_soak_of_a_leaking_app_fails_its_memory_slope(apex: ApexPytester) -> None:
+    result, report = run_suite(apex, "leak", *SOAK, marks="soak")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    slope = _memory(report)["memory_slope api"]
+    assert slope["outcome"] == "fail", slope
+    result.stdout.fnmatch_lines(["*soak memory_slope api * KB/h > 131072 KB/h*growth*r²*"])

@@ -52,4 +52,14 @@ def test_a_project_that_collects_the_suite_itself_runs_each_test_once(apex: Apex
 
 def test_the_load_marker_collects_the_shipped_load_suite(apex: ApexPytester) -> None:
     collected = _collected(_collect(apex, "-m", "load"))
-    assert [line.split("::", 1)[1] for line in collected] == ["test_staged_users_hold_the_slos"]
+    assert [line.split("::", 1)[1] for line in collected] == [
+        "test_staged_users_hold_the_slos",
+        "test_soak_holds_memory_and_availability",
+    ]
+
+
+def test_the_soak_marker_collects_only_the_soak_from_the_load_module(apex: ApexPytester) -> None:
+    collected = _collected(_collect(apex, "-m", "soak"))
+    assert [line.split("::", 1)[1] for line in collected] == [
+        "test_soak_holds_memory_and_availability"
+    ]
