@@ -18,6 +18,7 @@ processes whose histograms merge exactly.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -34,8 +35,15 @@ from pytest_apex.load.verdict import judge_plan
 from pytest_apex.load.workers import LoadWorkerFailed, run_workers
 from pytest_apex.recording import CriteriaRecorder
 from pytest_apex.reporting.live import live_writer
+from pytest_apex.reporting.load_report import attach_load_report
 from pytest_apex.settings import ApexSettings
-from pytest_apex.suites.load_checks import load_checks, load_plan, load_thresholds, summary
+from pytest_apex.suites.load_checks import (
+    NOT_RESPONSE_TIMES,
+    load_checks,
+    load_plan,
+    load_thresholds,
+    summary,
+)
 
 pytestmark = pytest.mark.load
 
@@ -46,6 +54,7 @@ def test_staged_users_hold_the_slos(
     apex_app: AppDescription,
     apex_load_sessions: SessionFactory,
     request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> None:
     thresholds = apex_settings.thresholds
     plan = load_plan(thresholds)
@@ -64,6 +73,7 @@ def test_staged_users_hold_the_slos(
     if failure:
         # One clear line instead of 150 users timing out (or a traceback through the engine).
         pytest.fail(failure, pytrace=False)
+    attach_load_report(result, tmp_path, exclude=NOT_RESPONSE_TIMES)
     stages = [summary(stage) for stage in result.stages]
     request.node.user_properties.append(("load", json.dumps(stages)))
     criteria = judge_plan(
