@@ -22,6 +22,7 @@ operation, as `StageResult` counts them.
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -51,6 +52,7 @@ _DPI: Final = 100
 PERCENTILES: Final = (50, 95, 99)
 _PERCENTILE_COLOURS: Final = {50: "#1565c0", 95: "#ef6c00", 99: "#c62828"}
 _BOUNDARY: Final = "#9e9e9e"
+LOAD_PROPERTY: Final = "load"  # the load suite's user property: its stages as JSON
 HLOG_MIME: Final = "text/plain"
 HLOG_EXTENSION: Final = "hlog"
 # HistogramLogWriter's Interval_Max column: microsecond values / 1000 = milliseconds.
@@ -84,7 +86,7 @@ def stage_row(stage: StageResult, *, exclude: Collection[str] = ()) -> Row:
         "reached": stage.reached,
         "requests": stage.completed,
         "requests_per_s": _finite(stage.requests_per_s, 1),
-        "error_rate": _finite(stage.error_rate),
+        "error_rate": _finite(stage.error_rate, 9),
         "p50_s": _finite(latency.p50_s),
         "p95_s": _finite(latency.p95_s),
         "p99_s": _finite(latency.p99_s),
@@ -164,6 +166,36 @@ def stage_table_text(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         "  ".join(cell.rjust(widths[i]) for i, cell in enumerate(line)).rstrip()
         for line in (header, *body)
     ]
+
+
+def terminal_lines(tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> list[str]:
+    """The terminal summary's load section: per test (its node id), its stage table."""
+    lines = []
+    for test, rows in tables:
+        if rows:
+            lines.append(f"load stages of {test}:")
+            lines += [f"  {line}" for line in stage_table_text(rows)]
+    return lines
+
+
+def rows_from_properties(properties: Sequence[Any]) -> list[dict[str, Any]] | None:
+    """The stage rows a load test put in its report's ``user_properties`` as ``("load",
+    json)`` (None when it put none, or something unreadable)."""
+    for entry in properties:
+        try:
+            name, value = entry
+        except (TypeError, ValueError):
+            continue
+        if name != LOAD_PROPERTY:
+            continue
+        try:
+            rows = json.loads(value)
+        except (TypeError, ValueError):
+            return None
+        if isinstance(rows, list) and all(isinstance(row, dict) for row in rows):
+            return rows
+        return None
+    return None
 
 
 _HTML_STYLE: Final = (
