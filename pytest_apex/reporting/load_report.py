@@ -239,11 +239,11 @@ def latency_by_stage(
     xs = list(range(len(stages)))
     for n, (title, op) in enumerate(panels):
         axes = figure.add_subplot(rows, columns, n + 1)
-        drawn = False
+        drawn: list[float] = []
         for p in PERCENTILES:
             ys = [_stage_percentile(stage, op, p, exclude) for stage in stages]
             if any(math.isfinite(y) for y in ys):
-                drawn = True
+                drawn += ys
                 axes.plot(
                     xs, ys, marker="o", color=_PERCENTILE_COLOURS[p], label=f"p{p}", linewidth=1.5
                 )
@@ -253,7 +253,7 @@ def latency_by_stage(
         axes.set_ylabel("seconds")
         axes.grid(axis="y", color="#eeeeee")
         if drawn:
-            _maybe_log(axes)
+            _maybe_log(axes, drawn)
             axes.legend(fontsize=8, frameon=False)
         else:
             _empty(axes, "no successful operation")
@@ -324,15 +324,27 @@ def over_time(stages: Sequence[StageResult], path: Path, *, exclude: Collection[
     p95s = [p95 for *_, p95 in found]
     widths = [length * 0.9 for _, length, *_ in found]
     if found:
-        rate_axes.plot(xs, rates, marker=".", color="#1565c0")
+        # Lines break between stages: a stage's rate is not joined to the next one's.
+        breaks = [o for o in stage_offsets(stages)[1:] if o not in xs]
+        line_xs, line_rates, line_p95s = (
+            list(values)
+            for values in zip(
+                *sorted(
+                    [*zip(xs, rates, p95s, strict=True), *((o, math.nan, math.nan) for o in breaks)]
+                ),
+                strict=True,
+            )
+        )
+        rate_axes.plot(line_xs, line_rates, marker=".", color="#1565c0")
         if any(math.isfinite(p) for p in p95s):
-            p95_axes.plot(xs, p95s, marker=".", color="#ef6c00")
+            p95_axes.plot(line_xs, line_p95s, marker=".", color="#ef6c00")
         else:
             _empty(p95_axes, "no successful operation")
         error_axes.bar(xs, [e for *_, e, _ in found], width=widths, color="#c62828")
     else:
         for axes in (rate_axes, p95_axes, error_axes):
             _empty(axes, "no window measured")
+    rate_axes.margins(y=0.2)  # room for the stage labels along the top
     rate_axes.set_ylabel("requests/s")
     p95_axes.set_ylabel("p95 (s)")
     error_axes.set_ylabel("errors")
@@ -398,15 +410,10 @@ def _mark_stages(stages: Sequence[StageResult], all_axes: Sequence[Axes]) -> Non
         )
 
 
-def _maybe_log(axes: Axes) -> None:
-    """A log scale when the percentiles span more than a decade and a half."""
-    values = [
-        y
-        for line in axes.get_lines()
-        for y in line.get_ydata()  # type: ignore[union-attr]
-        if math.isfinite(y) and y > 0
-    ]
-    if values and max(values) / min(values) > 30:
+def _maybe_log(axes: Axes, values: Sequence[float]) -> None:
+    """A log scale when the values drawn span more than a decade and a half."""
+    drawn = [y for y in values if math.isfinite(y) and y > 0]
+    if drawn and max(drawn) / min(drawn) > 30:
         axes.set_yscale("log")
 
 
