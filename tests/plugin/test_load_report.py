@@ -407,3 +407,44 @@ def test_the_terminal_summary_shows_the_stage_table(apex: ApexPytester) -> None:
     assert suffixes[".png"] >= 2
     assert suffixes[".html"] == 1
     assert suffixes[".hlog"] >= 3
+
+
+# A load test's report properties, as the suite sets them, from an xdist worker.
+PROPERTY_TEST = """
+import json
+
+import pytest
+
+ROWS = [
+    {"stage": 1, "users": 10, "reached": 10, "requests": 1200, "requests_per_s": 60.0,
+     "error_rate": 0.0, "p50_s": 0.01, "p95_s": 0.05, "p99_s": 0.09, "max_s": 0.2,
+     "p95_s_by_op": {"list": 0.04}, "generator_cpu_percent": 12.0},
+    {"stage": 2, "users": 25, "reached": 20, "requests": 2000, "requests_per_s": 100.0,
+     "error_rate": None, "p50_s": None, "p95_s": None, "p99_s": None, "max_s": None,
+     "p95_s_by_op": {}, "generator_cpu_percent": None},
+]
+
+@pytest.mark.load
+def test_staged(apex_criteria, request):
+    request.node.user_properties.append(("load", json.dumps(ROWS)))
+    apex_criteria.check("p95", 0.05, 2.0, "<", unit="s")
+"""
+
+
+def test_the_stage_table_comes_back_from_xdist_workers(apex: ApexPytester) -> None:
+    apex.pytester.makepyfile(test_props=PROPERTY_TEST)
+    result = apex.run("-n", "1")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*apex criteria*",
+            "verdict: PASS*",
+            "load stages of test_props.py::test_staged:",
+            "  stage  users  requests  req/s  errors   p50 s   p95 s   p99 s  max s  p95 list"
+            "  gen CPU",
+            "      1  10/10      1200   60.0  0.00 %  0.0100  0.0500  0.0900  0.200    0.0400"
+            "     12 %",
+            "      2  20/25      2000    100       –       –       –       –      –         –"
+            "        –",
+        ]
+    )
