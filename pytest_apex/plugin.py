@@ -28,7 +28,7 @@ from pytest_apex.exitstatus import exit_status
 from pytest_apex.redaction import RedactingFilter, redact
 from pytest_apex.relay import WORKEROUTPUT_KEY, ControllerInbox, WorkerOutbox
 from pytest_apex.reporting import allure as allure_report
-from pytest_apex.reporting import json_report, terminal
+from pytest_apex.reporting import json_report, load_report, terminal
 from pytest_apex.settings import (
     ApexSettings,
     add_options,
@@ -153,6 +153,8 @@ class ApexRun:
         # them (the controller; a single process receives nothing, but owns its verdict too).
         self.outbox = WorkerOutbox(self.verdict) if self.is_worker else None
         self.inbox = None if self.is_worker else ControllerInbox(self.verdict)
+        # The load suite's stage tables (node id, rows), for the terminal summary.
+        self.load_tables: list[tuple[str, list[dict[str, Any]]]] = []
         self.allure_dir = allure_report.results_dir(config)
         if self.allure_dir is not None:
             allure_report.install(config)
@@ -230,6 +232,12 @@ class ApexRun:
         if self.inbox is not None:
             report_notes.observe(self.verdict, report)
             self.inbox.receive(report_notes.note_of(report).get("criteria", ()))
+            if report.when == "call":
+                # user_properties travel with the report from xdist workers (serialised).
+                rows = load_report.rows_from_properties(report.user_properties)
+                if rows is not None:
+                    # A shipped suite test has no path in its id ("::test_…").
+                    self.load_tables.append((report.nodeid.lstrip(":"), rows))
         if report.when == "call":
             outcome = "failed" if report.failed else "skipped" if report.skipped else "passed"
             self.verdict.count(outcome)
@@ -298,6 +306,8 @@ class ApexRun:
             terminalreporter.write_line(
                 line.text, green=line.green, red=line.red, yellow=line.yellow, bold=line.bold
             )
+        for text in load_report.terminal_lines(self.load_tables):
+            terminalreporter.write_line(text, bold=not text.startswith(" "))
 
 
 def _redact_report(report: pytest.TestReport) -> None:

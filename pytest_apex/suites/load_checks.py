@@ -19,6 +19,7 @@ from pytest_apex.load.result import StageResult
 from pytest_apex.load.stages import ClosedStage, closed_plan
 from pytest_apex.load.verdict import Threshold, to_check
 from pytest_apex.recording import Check
+from pytest_apex.reporting.load_report import stage_row
 from pytest_apex.settings import Thresholds
 
 # Op names the sessions time (`pytest_apex.adapters.base.LoadSessions`).
@@ -125,9 +126,15 @@ def load_checks(stages: Sequence[StageResult], criteria: Sequence[Criterion]) ->
 
 
 def summary(stage: StageResult) -> dict[str, object]:
-    """One stage in plain numbers, for the test's report properties."""
+    """One stage in plain numbers, for the test's report properties.
+
+    The load report's row (`stage_row`: percentiles, error rate, p95 by operation, over the
+    HTTP operations; None where nothing was measured) and, as before, the errors by kind and
+    the p95 of every operation, agent milestones included.
+    """
     latency = stage.latency()
     return {
+        **stage_row(stage, exclude=NOT_RESPONSE_TIMES),
         "stage": stage.index,
         "users": stage.target,
         "reached": stage.reached,

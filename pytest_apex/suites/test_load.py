@@ -28,6 +28,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -42,14 +43,16 @@ from pytest_apex.load.engine import (
 )
 from pytest_apex.load.fixtures import MemoryWatch
 from pytest_apex.load.progress import Writer
-from pytest_apex.load.result import StageResult
+from pytest_apex.load.result import PlanResult, StageResult
 from pytest_apex.load.stages import ClosedStage
 from pytest_apex.load.verdict import judge_plan
 from pytest_apex.load.workers import LoadWorkerFailed, run_workers
 from pytest_apex.recording import CriteriaRecorder
 from pytest_apex.reporting.live import live_writer
+from pytest_apex.reporting.load_report import attach_load_report
 from pytest_apex.settings import ApexSettings
 from pytest_apex.suites.load_checks import (
+    NOT_RESPONSE_TIMES,
     load_checks,
     load_plan,
     load_thresholds,
@@ -94,6 +97,7 @@ def test_staged_users_hold_the_slos(
     apex_health_checks: dict[str, HealthCheck],
     apex_memory_sources: MemoryWatch,
     request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> None:
     thresholds = apex_settings.thresholds
     plan = load_plan(thresholds)
@@ -104,6 +108,10 @@ def test_staged_users_hold_the_slos(
         ) as watch,
     ):
         stages = _run_plan(plan, apex_load_sessions, apex_settings, writer)
+    # Before judging: a failing run still gets its table, charts and histograms.
+    attach_load_report(
+        PlanResult(stages), tmp_path, memory=watch.memory_samples(), exclude=NOT_RESPONSE_TIMES
+    )
     request.node.user_properties.append(("load", json.dumps([summary(s) for s in stages])))
     criteria = judge_plan(
         stages, load_thresholds(thresholds, agent_runs=apex_app.capabilities.agent_runs)
@@ -120,6 +128,7 @@ def test_soak_holds_memory_and_availability(
     apex_health_checks: dict[str, HealthCheck],
     apex_memory_sources: MemoryWatch,
     request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> None:
     thresholds = apex_settings.thresholds
     plan, runs, interval = soak_plan(thresholds)
@@ -135,6 +144,10 @@ def test_soak_holds_memory_and_availability(
             pause.wait(max(0.0, started + index * interval - time.monotonic()))
             ran = _run_plan(plan, apex_load_sessions, apex_settings, writer)
             stages.extend(_numbered(ran, index, runs, len(plan)))
+    # Before judging: a failing run still gets its table, charts and histograms.
+    attach_load_report(
+        PlanResult(stages), tmp_path, memory=watch.memory_samples(), exclude=NOT_RESPONSE_TIMES
+    )
     request.node.user_properties.append(("load", json.dumps([summary(s) for s in stages])))
     criteria = judge_plan(
         stages, load_thresholds(thresholds, agent_runs=apex_app.capabilities.agent_runs)
