@@ -26,7 +26,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from pytest_apex.load.periodic import Clock, Periodic
-from pytest_apex.load.trend import after_warmup, fit
+from pytest_apex.load.trend import MIN_POINTS, after_warmup, fit
 from pytest_apex.recording import Check
 
 KB: Final = 1024
@@ -216,7 +216,7 @@ def _service_checks(one: MemorySeries, gates: MemoryGates, broken: str) -> list[
         shape += f"; {one.unreadable} reads failed ({one.last_error})"
     fitted = f"growth {slope_kb_h:,.0f} KB/h (95 % CI {low:,.0f} to {high:,.0f}), r² {trend.r2:.2f}"
     inconclusive = broken
-    if not inconclusive and reading == "unclear" and trend.points >= 10:
+    if not inconclusive and reading == "unclear" and trend.points >= MIN_POINTS:
         inconclusive = (
             f"{fitted}: memory moves but not along a line (a sawtooth?), judge it by hand"
             if trend.slope_low > limit_per_s
@@ -233,7 +233,7 @@ def _service_checks(one: MemorySeries, gates: MemoryGates, broken: str) -> list[
             "<",
             detail=shape,
             samples=trend.points,
-            min_samples=10,
+            min_samples=MIN_POINTS,
             inconclusive=broken,
         ),
         Check(
@@ -244,7 +244,7 @@ def _service_checks(one: MemorySeries, gates: MemoryGates, broken: str) -> list[
             "KB/h",
             detail=shape if inconclusive else f"{fitted}; {shape}",
             samples=trend.points,
-            min_samples=10,
+            min_samples=MIN_POINTS,
             inconclusive=inconclusive,
         ),
     ]
