@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -315,11 +315,13 @@ class StageRecorder:
             recorder = self.ops[op] = OpRecorder(self.window_s)
         recorder.record(at_s, latency_s, service_s, error)
 
-    def live(self) -> tuple[int, int, float]:
-        """(operations, errors, p95 in s) so far, over every operation."""
+    def live(self, *, exclude: Collection[str] = ()) -> tuple[int, int, float]:
+        """(operations, errors, p95 in s) so far: counts over every operation, the p95 over
+        those not in `exclude`."""
         histogram = new_histogram()
-        for recorder in self.ops.values():
-            histogram.add(recorder.live())
+        for name, recorder in self.ops.items():
+            if name not in exclude:
+                histogram.add(recorder.live())
         count = sum(r.live_count() for r in self.ops.values())
         errors = sum(r.live_errors() for r in self.ops.values())
         return count, errors, percentile_s(histogram, 95)

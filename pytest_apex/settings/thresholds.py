@@ -317,7 +317,7 @@ _SPECS: Final[tuple[ThresholdSpec, ...]] = (
         "s",
         0.0,
         staging=21600.0,
-        help="pause between repeated load runs; 0 runs once (staging: every 6 h)",
+        help="the soak's staged load starts again every interval; 0: one held load (staging: 6 h)",
     ),
     ThresholdSpec(
         "rollback_p95_s_max",

@@ -72,7 +72,9 @@ def _run_plan(
     writer: Writer,
 ) -> list[StageResult]:
     """The plan's stages, measured in this process or in `load_workers` processes."""
-    engine = EngineSettings(window_s=settings.thresholds.seconds("load_window_s"))
+    engine = EngineSettings(
+        window_s=settings.thresholds.seconds("load_window_s"), live_exclude=NOT_RESPONSE_TIMES
+    )
     workers = settings.load_workers
     failure = ""
     try:

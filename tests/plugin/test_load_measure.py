@@ -120,3 +120,14 @@ def test_errors_are_not_timed() -> None:
 def test_window_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="window_s"):
         StageRecorder(0)
+
+
+def test_the_live_p95_leaves_out_the_ops_it_is_told_to_but_counts_them() -> None:
+    recorder = StageRecorder(window_s=10.0)
+    for i in range(100):
+        recorder.record("list", i * 0.01, 0.005)
+        recorder.record("agent_final_event", i * 0.01, 0.9)
+    count, errors, p95 = recorder.live(exclude=("agent_final_event",))
+    assert (count, errors) == (200, 0)
+    assert p95 == pytest.approx(0.005, rel=0.01)
+    assert recorder.live()[2] == pytest.approx(0.9, rel=0.01)
