@@ -47,7 +47,7 @@ _FIXTURE_MODULES: Final = (
     "pytest_apex.recording",
     "pytest_apex.fixtures",
     "pytest_apex.health.fixtures",
-    "pytest_apex.load.fixtures",
+    "pytest_apex.suites.load_fixtures",
 )
 
 MARKERS: Final[dict[str, str]] = {

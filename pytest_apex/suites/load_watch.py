@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from pytest_apex.load.availability import AvailabilityProber, HealthCheck, availability_checks
-from pytest_apex.load.fixtures import MemoryWatch
 from pytest_apex.load.memory import MemoryGates, MemorySampler, memory_checks
 from pytest_apex.recording import Check
 from pytest_apex.settings import Thresholds
+from pytest_apex.suites.load_fixtures import MemoryWatch
 
 # Past the plan's own seconds: the engine's drain, a slow stop, the workers' start.
 MARGIN_S: Final = 300.0

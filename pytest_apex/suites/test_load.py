@@ -41,7 +41,6 @@ from pytest_apex.load.engine import (
     SessionFactory,
     run,
 )
-from pytest_apex.load.fixtures import MemoryWatch
 from pytest_apex.load.progress import Writer
 from pytest_apex.load.result import PlanResult, StageResult
 from pytest_apex.load.stages import ClosedStage
@@ -60,6 +59,7 @@ from pytest_apex.suites.load_checks import (
     soak_plan,
     summary,
 )
+from pytest_apex.suites.load_fixtures import MemoryWatch
 from pytest_apex.suites.load_watch import watching
 
 pytestmark = pytest.mark.load

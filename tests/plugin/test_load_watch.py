@@ -14,7 +14,6 @@ import pytest
 
 from pytest_apex.app.model import HealthRoute
 from pytest_apex.load.availability import AvailabilityProber, availability_checks
-from pytest_apex.load.fixtures import RouteCheck
 from pytest_apex.load.memory import (
     ContainerMemory,
     MemorySampler,
@@ -22,6 +21,7 @@ from pytest_apex.load.memory import (
     MetricMemory,
 )
 from pytest_apex.load.periodic import Periodic
+from pytest_apex.suites.load_fixtures import RouteCheck
 
 DEADLINE_S = 10.0
 
