@@ -30,8 +30,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
 
-from pytest_apex.settings.thresholds import did_you_mean
-
 Severity = Literal["critical", "high", "medium", "low"]
 # Most severe first: the order in which a decision lists what drove it.
 SEVERITIES: Final[tuple[Severity, ...]] = ("critical", "high", "medium", "low")
@@ -46,6 +44,14 @@ SECTIONS: Final[tuple[str, ...]] = ("issues", "inconclusive")
 # How alike a new kind's name and a shipped one must be to be taken for a misspelling:
 # ``memroy_leak`` / ``memory_leak`` score 0.91, ``websocket_failure`` / ``..._failures`` 0.97.
 MISSPELLING_CUTOFF: Final = 0.85
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean memory_leak?)`` or "", as the settings say it. Not imported from
+    `pytest_apex.settings.thresholds`: the settings import this module (they hold the matrix
+    a run uses), and an engine depends on nothing above it."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 class MatrixError(ValueError):

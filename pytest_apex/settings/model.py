@@ -12,6 +12,7 @@ import pytest
 
 from pytest_apex.app import AppDescription, Topology
 from pytest_apex.reference import reference_description
+from pytest_apex.rollback.matrix import DecisionMatrix
 from pytest_apex.settings.thresholds import DEFAULT_PROFILE, Thresholds
 
 DEFAULT_REPORT: Final = ".apex/report.json"
@@ -44,6 +45,9 @@ class ApexSettings:
     topology: str = ""
     # Load generator processes (`--apex-load-workers`): one drives about one core.
     load_workers: int = 1
+    # The rollback decision matrix (`--apex-decision-matrix`): the shipped one, or a user's
+    # file merged over it (`pytest_apex.rollback.matrix`), read and validated once here.
+    decision_matrix: DecisionMatrix = field(default_factory=DecisionMatrix.default)
 
     @property
     def is_external(self) -> bool:

@@ -131,6 +131,15 @@ def add_options(parser: pytest.Parser) -> None:
         "string",
         metavar="N",
     )
+    option(
+        "--apex-decision-matrix",
+        "apex_decision_matrix",
+        "the rollback decision matrix: a TOML file merged over the shipped one (copy "
+        "pytest_apex/rollback/decision_matrix.toml and keep what you change); default: the "
+        "shipped matrix",
+        "string",
+        metavar="PATH",
+    )
 
 
 def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
@@ -153,6 +162,7 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         seed=option.apex_seed,
         topology=option.apex_topology,
         load_workers=option.apex_load_workers,
+        decision_matrix=option.apex_decision_matrix,
     )
     ini_value: Callable[[str], Any] = config.getini
     ini = RawOptions(
@@ -171,5 +181,6 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         seed=ini_value("apex_seed") or None,
         topology=ini_value("apex_topology") or None,
         load_workers=ini_value("apex_load_workers") or None,
+        decision_matrix=ini_value("apex_decision_matrix") or None,
     )
     return resolve(cli, ini, rootdir=config.rootpath, project_dir=ini_base, environ=os.environ)

@@ -19,6 +19,7 @@ import pytest
 
 from pytest_apex.app import AppDescription, DescriptionError, find_description, load_description
 from pytest_apex.reference import reference_description
+from pytest_apex.rollback.matrix import DecisionMatrix, MatrixError
 from pytest_apex.settings.model import (
     DEFAULT_REPORT,
     INCONCLUSIVE_POLICIES,
@@ -61,6 +62,7 @@ OPTION_KEYS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "seed": ("--apex-seed", "apex_seed"),
         "topology": ("--apex-topology", "apex_topology"),
         "load_workers": ("--apex-load-workers", "apex_load_workers"),
+        "decision_matrix": ("--apex-decision-matrix", "apex_decision_matrix"),
     }
 )
 
@@ -90,6 +92,7 @@ class RawOptions:
     seed: str | None = None
     topology: str | None = None
     load_workers: str | None = None
+    decision_matrix: str | None = None
 
     def key(self, option: str) -> str:
         cli, ini = OPTION_KEYS[option]
@@ -291,6 +294,24 @@ def _resolve_topology(cli: RawOptions, ini: RawOptions, app: AppDescription) -> 
     return name
 
 
+def _resolve_decision_matrix(cli: RawOptions, ini: RawOptions) -> DecisionMatrix:
+    """The shipped decision matrix, or the file named by the command line or the ini file
+    merged over it; a file that cannot be used stops the run before anything is deployed."""
+    value, source = _pick("decision_matrix", cli, ini)
+    if not value or not str(value).strip():
+        return DecisionMatrix.default()
+    try:
+        return DecisionMatrix.load(_resolve_path(str(value).strip(), source.base))
+    except MatrixError as exc:
+        raise _error(
+            source.key("decision_matrix"),
+            str(exc),
+            "a TOML decision matrix (relative to "
+            + ("the current directory" if source.source == "cli" else "the ini file")
+            + "); copy pytest_apex/rollback/decision_matrix.toml and keep what you change",
+        ) from None
+
+
 def resolve(
     cli: RawOptions,
     ini: RawOptions,
@@ -334,4 +355,5 @@ def resolve(
         app=app,
         topology=_resolve_topology(cli, ini, app),
         load_workers=_resolve_load_workers(cli, ini),
+        decision_matrix=_resolve_decision_matrix(cli, ini),
     )

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Final
 
 # The plugin's options whose value is a path (pytest would take it for a test path).
-PATH_OPTIONS: Final[tuple[str, ...]] = ("--apex-stack", "--apex-report", "--apex-app")
+PATH_OPTIONS: Final[tuple[str, ...]] = (
+    "--apex-stack",
+    "--apex-report",
+    "--apex-app",
+    "--apex-decision-matrix",
+)
 
 
 def spaced_path_options(args: Sequence[str]) -> list[tuple[str, str]]:

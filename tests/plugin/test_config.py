@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_apex.reference import FAULTS_ENV, KNOWN_FAULTS
+from pytest_apex.rollback.matrix import DecisionMatrix
 from pytest_apex.settings import (
     PROFILES,
     THRESHOLDS,
@@ -32,6 +33,7 @@ OPTIONS = {
     "--apex-topology": "apex_topology",
     "--apex-seed": "apex_seed",
     "--apex-load-workers": "apex_load_workers",
+    "--apex-decision-matrix": "apex_decision_matrix",
 }
 
 
@@ -276,6 +278,49 @@ def test_relative_cli_paths_resolve_against_the_invocation_directory(tmp_path: P
     assert settings.stack == compose
     assert settings.report == tmp_path / "here" / "r.json"
     assert settings.target_label == f"compose:{compose}"
+
+
+def test_the_decision_matrix_is_the_shipped_one_unless_a_file_is_named(apex: ApexPytester) -> None:
+    assert _settings(apex).decision_matrix == DecisionMatrix.default()
+    apex.pytester.makefile(
+        ".toml",
+        ini_matrix='[inconclusive]\naction = "rollback"\n',
+        cli_matrix="[issues.performance_degradation]\nauto_rollback = true\n",
+    )
+    apex.pytester.makeini("[pytest]\napex_decision_matrix = ini_matrix.toml\n")
+    from_ini = _settings(apex).decision_matrix
+    assert from_ini.inconclusive == "rollback"
+    assert from_ini.sources[-1] == apex.path / "ini_matrix.toml"
+    # the command line wins, and its file too keeps the shipped rows it does not change
+    from_cli = _settings(apex, "--apex-decision-matrix=cli_matrix.toml").decision_matrix
+    assert from_cli.inconclusive == "pause"
+    assert from_cli.issue("performance_degradation").auto_rollback
+    assert from_cli.overridden == {"performance_degradation"}
+
+
+def test_a_relative_decision_matrix_resolves_against_its_source(tmp_path: Path) -> None:
+    (tmp_path / "ini-dir").mkdir()
+    (tmp_path / "ini-dir" / "m.toml").write_text('[inconclusive]\naction = "rollback"\n')
+    settings = resolve(
+        RawOptions(source="cli", base=tmp_path / "here"),
+        RawOptions(source="ini", base=tmp_path / "ini-dir", decision_matrix="m.toml"),
+        rootdir=tmp_path,
+    )
+    assert settings.decision_matrix.sources[-1] == tmp_path / "ini-dir" / "m.toml"
+
+
+def test_a_bad_decision_matrix_stops_the_run_naming_the_key_and_the_field(
+    apex: ApexPytester,
+) -> None:
+    apex.pytester.makefile(".toml", matrix='[issues.memory_leak]\nseverity = "hihg"\n')
+    message = _usage_error(apex, "--apex-decision-matrix=matrix.toml")
+    assert message.startswith(f"apex: --apex-decision-matrix: {apex.path / 'matrix.toml'}: ")
+    assert "[issues.memory_leak] severity: unknown severity 'hihg' (did you mean high?)" in message
+    apex.pytester.makeini("[pytest]\napex_decision_matrix = missing.toml\n")
+    message = _usage_error(apex)
+    assert message.startswith("apex: apex_decision_matrix: ")
+    assert "missing.toml: no such decision matrix file" in message
+    assert "relative to the ini file" in message
 
 
 # --- profiles and thresholds -----------------------------------------------------------------
