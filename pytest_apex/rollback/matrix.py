@@ -74,7 +74,9 @@ class Issue:
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
-            raise ValueError(f"unknown severity {self.severity!r}; accepted: {SEVERITIES}")
+            raise ValueError(
+                f"unknown severity {self.severity!r}; accepted: {', '.join(SEVERITIES)}"
+            )
         if not (self.auto_rollback or self.manual_review):
             raise ValueError(f"issue {self.kind} neither rolls back nor goes to a review")
 
