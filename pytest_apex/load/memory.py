@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -32,6 +33,8 @@ from pytest_apex.recording import Check
 KB: Final = 1024
 DEFAULT_SERIES: Final = "process_resident_memory_bytes"
 READ_TIMEOUT_S: Final = 5.0
+STALE_S: Final = 5.0  # Docker measures every second: five without one is a stall
+FIRST_S: Final = 5.0  # how long the first read waits for Docker's first measurement
 
 
 class MemoryUnreadable(RuntimeError):
@@ -56,25 +59,82 @@ class ContainerStats(Protocol):
     ) -> Any: ...
 
 
-@dataclass(frozen=True)
 class ContainerMemory:
-    """A container's memory use as ``docker stats`` reports it."""
+    """A container's memory use as ``docker stats`` reports it.
 
-    api: ContainerStats
-    container_id: str
+    Docker measures a container once a second, and a one-shot request made between two
+    measurements waits for the next one: sampling two containers that way takes two
+    seconds a round. So, as ``docker stats`` does, one thread per container follows
+    Docker's stream of measurements and `read` returns the latest at once; one older than
+    `stale_s` (a stopped container, a stalled daemon) is unreadable, not a flat line.
+    """
+
+    def __init__(
+        self,
+        api: ContainerStats,
+        container_id: str,
+        *,
+        stale_s: float = STALE_S,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._api = api
+        self.container_id = container_id
+        self._stale_s = stale_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._first = threading.Event()
+        self._latest: tuple[float, float] | None = None  # (when, bytes)
+        self._error = ""
+        self._thread: threading.Thread | None = None
 
     def read(self) -> float:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._follow, name=f"apex-stats-{self.container_id[:12]}", daemon=True
+            )
+            self._thread.start()
+        self._first.wait(FIRST_S)
+        with self._lock:
+            latest, error = self._latest, self._error
+        name = self.container_id[:12]
+        if latest is None:
+            raise MemoryUnreadable(f"docker stats {name}: {error or 'no measurement yet'}")
+        age = self._clock() - latest[0]
+        if age > self._stale_s:
+            why = f" ({error})" if error else ""
+            raise MemoryUnreadable(f"docker stats {name}: no measurement for {age:.0f} s{why}")
+        return latest[1]
+
+    def _follow(self) -> None:
         try:
-            data = self.api.stats(self.container_id, stream=False, one_shot=True)
-        except Exception as exc:  # docker-py raises its own APIError, requests' errors, ...
-            raise MemoryUnreadable(f"docker stats {self.container_id[:12]}: {exc}") from exc
-        memory = data.get("memory_stats") or {}
-        if "usage" not in memory:
-            raise MemoryUnreadable(f"container {self.container_id[:12]} reports no memory use")
-        extra = memory.get("stats") or {}
-        # cgroup v1 says total_inactive_file, v2 inactive_file; docker stats subtracts it.
-        cache = extra.get("total_inactive_file", extra.get("inactive_file", 0))
-        return float(memory["usage"]) - float(cache if cache < memory["usage"] else 0)
+            for data in self._api.stats(self.container_id, decode=True, stream=True):
+                try:
+                    value = _in_use(data)
+                except MemoryUnreadable as exc:
+                    with self._lock:
+                        self._error = str(exc)
+                    continue
+                with self._lock:
+                    self._latest = (self._clock(), value)
+                    self._error = ""
+                self._first.set()
+        except Exception as exc:  # docker-py's APIError, requests' errors, a closed client
+            with self._lock:
+                self._error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._first.set()
+
+
+def _in_use(data: Mapping[str, Any]) -> float:
+    """The cgroup's usage less its inactive file cache, which the kernel reclaims at will
+    (cgroup v1 says total_inactive_file, v2 inactive_file; docker stats subtracts it)."""
+    memory = data.get("memory_stats") or {}
+    if "usage" not in memory:
+        raise MemoryUnreadable("the container reports no memory use (is it running?)")
+    usage = float(memory["usage"])
+    extra = memory.get("stats") or {}
+    cache = float(extra.get("total_inactive_file", extra.get("inactive_file", 0)))
+    return usage - cache if cache < usage else usage
 
 
 @dataclass(frozen=True)

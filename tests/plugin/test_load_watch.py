@@ -149,8 +149,11 @@ def test_no_health_route_is_inconclusive() -> None:
 
 
 class _Stats:
-    def __init__(self, payload: dict[str, object]) -> None:
-        self.payload = payload
+    """docker-py's ``APIClient.stats`` streaming these measurements, then ending."""
+
+    def __init__(self, *payloads: dict[str, object], then: Exception | None = None) -> None:
+        self.payloads = payloads
+        self.then = then
         self.calls: list[tuple[str, bool, bool | None]] = []
 
     def stats(
@@ -159,9 +162,11 @@ class _Stats:
         decode: bool | None = None,
         stream: bool = True,
         one_shot: bool | None = None,
-    ) -> object:
-        self.calls.append((container, stream, one_shot))
-        return self.payload
+    ) -> Iterator[dict[str, object]]:
+        self.calls.append((container, stream, decode))
+        yield from self.payloads
+        if self.then is not None:
+            raise self.then
 
 
 @pytest.mark.parametrize(
@@ -174,12 +179,23 @@ class _Stats:
 def test_container_memory_is_what_docker_stats_shows(stats: dict[str, object]) -> None:
     api = _Stats({"memory_stats": stats})
     assert ContainerMemory(api, "abc123").read() == 200.0
-    assert api.calls == [("abc123", False, True)]  # one sample, not a stream
+    assert api.calls == [("abc123", True, True)]  # Docker's stream, followed once
+
+
+def test_container_memory_is_the_latest_measurement_until_it_goes_stale() -> None:
+    now = [100.0]
+    api = _Stats({"memory_stats": {"usage": 10}}, {"memory_stats": {"usage": 20}})
+    memory = ContainerMemory(api, "abc123", stale_s=5.0, clock=lambda: now[0])
+    _until(lambda: memory.read() == 20.0, "the second measurement")
+    now[0] += 6.0  # the stream ended: no measurement since
+    with pytest.raises(MemoryUnreadable, match="no measurement for 6 s"):
+        memory.read()
 
 
 def test_a_stopped_container_reports_no_memory() -> None:
-    with pytest.raises(MemoryUnreadable, match="no memory use"):
-        ContainerMemory(_Stats({"memory_stats": {}}), "abc123").read()
+    api = _Stats({"memory_stats": {}}, then=RuntimeError("container gone"))
+    with pytest.raises(MemoryUnreadable, match="container gone"):
+        ContainerMemory(api, "abc123").read()
 
 
 def test_metric_memory_reads_the_gauge_with_prometheus_parser() -> None:
