@@ -13,6 +13,11 @@ from typing import Any
 
 import pytest
 
+# Imported before any in-process pytester run: such a run forgets the modules first imported
+# during it, and numpy's C extensions (scipy.stats pulls in numpy.fft, which the soak's memory
+# trend and the rollback canary use) refuse to be loaded a second time in one process.
+import scipy.stats  # noqa: F401
+
 from tests.report_schema import assert_valid_report
 
 FAKE_SESSION = Path(__file__).with_name("fake_session.py").read_text(encoding="utf-8")
