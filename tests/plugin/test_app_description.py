@@ -27,7 +27,14 @@ def _problems(data: dict[str, Any]) -> str:
 
 def test_the_reference_description_reproduces_the_reference_stack() -> None:
     description = reference_description()
-    assert set(description.services) == {"backend", "auth", "frontend", "postgres", "redis"}
+    assert set(description.services) == {
+        "backend",
+        "auth",
+        "frontend",
+        "postgres",
+        "redis",
+        "migrate",
+    }
     assert description.capabilities.agent_runs
     assert description.faults is not None
     # The fault names the plugin validates --apex-faults against are the description's own.

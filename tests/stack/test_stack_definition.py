@@ -105,9 +105,38 @@ def _assert_hardened(spec: dict) -> None:
     assert int(limits["memory"]) > 0
     for port in spec["ports"]:
         assert port["host_ip"] == "127.0.0.1", port
-    for dependency in spec.get("depends_on", {}).values():
-        assert dependency["condition"] == "service_healthy"
+    for name, dependency in spec.get("depends_on", {}).items():
+        # A one-shot job (migrate) is waited for until it exited 0; a service until healthy.
+        wanted = "service_completed_successfully" if name in JOBS else "service_healthy"
+        assert dependency["condition"] == wanted, name
     assert list(spec["networks"]) == ["apex"]
+
+
+JOBS = ["migrate"]
+
+
+@pytest.mark.parametrize("config", ["compose_config", "two_backends_config"])
+def test_migrate_is_a_limited_one_shot_job_the_app_services_wait_for(request, config):
+    services = request.getfixturevalue(config)["services"]
+    job = services["migrate"]
+    assert job["image"] == services["backend"]["image"]  # the app image, no other build
+    assert job["command"][-2:] == ["-m", "apex_migrations"]
+    assert job["restart"] == "no"
+    assert job["healthcheck"] == {"disable": True}  # done is its exit code, not a health
+    assert "ports" not in job
+    assert "user" not in job
+    assert job["environment"]["APEX_DB_REVISION"] == "0001_baseline"  # release v1's
+    assert {k: v["condition"] for k, v in job["depends_on"].items()} == {
+        "postgres": "service_healthy"
+    }
+    limits = job["deploy"]["resources"]["limits"]
+    assert float(limits["cpus"]) > 0
+    assert int(limits["memory"]) > 0
+    assert list(job["networks"]) == ["apex"]
+    for service in ("auth", "backend"):
+        assert services[service]["depends_on"]["migrate"]["condition"] == (
+            "service_completed_successfully"
+        )
 
 
 def test_images_run_as_non_root():
