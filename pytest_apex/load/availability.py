@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -81,7 +82,7 @@ class ServiceAvailability:
         )
 
 
-class AvailabilityProber:
+class AvailabilityProber(Periodic):
     """Probes every service every `interval_s` while the `with` block runs (in a thread),
     at most `max_s` seconds. One service's slow probe delays the others' by its timeout at
     most: probes are short GETs with their own timeout."""
@@ -92,24 +93,12 @@ class AvailabilityProber:
         interval_s: float,
         max_s: float,
         *,
-        clock: Clock | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._checks = dict(checks)
         self._lock = threading.Lock()
         self.services = {name: ServiceAvailability(name) for name in self._checks}
-        kwargs = {"clock": clock} if clock is not None else {}
-        self._periodic = Periodic("availability", self._probe_all, interval_s, max_s, **kwargs)
-
-    def __enter__(self) -> AvailabilityProber:
-        self._periodic.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._periodic.__exit__(None, None, None)
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._periodic.error
+        super().__init__("availability", self._probe_all, interval_s, max_s, clock=clock)
 
     def _probe_all(self, at_s: float) -> None:
         for name, check in self._checks.items():

@@ -173,7 +173,7 @@ class MemorySeries:
     last_error: str = ""
 
 
-class MemorySampler:
+class MemorySampler(Periodic):
     """Reads every source every `interval_s` while the `with` block runs, at most `max_s`."""
 
     def __init__(
@@ -182,24 +182,12 @@ class MemorySampler:
         interval_s: float,
         max_s: float,
         *,
-        clock: Clock | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._sources = dict(sources)
         self._lock = threading.Lock()
         self.series = {name: MemorySeries(name) for name in self._sources}
-        kwargs = {"clock": clock} if clock is not None else {}
-        self._periodic = Periodic("memory", self._sample_all, interval_s, max_s, **kwargs)
-
-    def __enter__(self) -> MemorySampler:
-        self._periodic.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._periodic.__exit__(None, None, None)
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._periodic.error
+        super().__init__("memory", self._sample_all, interval_s, max_s, clock=clock)
 
     def _sample_all(self, at_s: float) -> None:
         for name, source in self._sources.items():

@@ -46,10 +46,10 @@ from pytest_apex.load.result import PlanResult, StageResult
 from pytest_apex.load.stages import ClosedStage
 from pytest_apex.load.verdict import judge_plan
 from pytest_apex.load.workers import LoadWorkerFailed, run_workers
-from pytest_apex.recording import CriteriaRecorder
+from pytest_apex.recording import Check, CriteriaRecorder
 from pytest_apex.reporting.live import live_writer
 from pytest_apex.reporting.load_report import attach_load_report
-from pytest_apex.settings import ApexSettings
+from pytest_apex.settings import ApexSettings, Thresholds
 from pytest_apex.suites.load_checks import (
     NOT_RESPONSE_TIMES,
     load_checks,
@@ -60,7 +60,7 @@ from pytest_apex.suites.load_checks import (
     summary,
 )
 from pytest_apex.suites.load_fixtures import MemoryWatch
-from pytest_apex.suites.load_watch import watching
+from pytest_apex.suites.load_watch import Watch, watching
 
 pytestmark = pytest.mark.load
 
@@ -110,15 +110,8 @@ def test_staged_users_hold_the_slos(
         ) as watch,
     ):
         stages = _run_plan(plan, apex_load_sessions, apex_settings, writer)
-    # Before judging: a failing run still gets its table, charts and histograms.
-    attach_load_report(
-        PlanResult(stages), tmp_path, memory=watch.memory_samples(), exclude=NOT_RESPONSE_TIMES
-    )
-    request.node.user_properties.append(("load", json.dumps([summary(s) for s in stages])))
-    criteria = judge_plan(
-        stages, load_thresholds(thresholds, agent_runs=apex_app.capabilities.agent_runs)
-    )
-    apex_criteria.judge([*load_checks(stages, criteria), *watch.availability(thresholds)])
+    checks = _stage_checks(stages, watch, apex_app, thresholds, request, tmp_path)
+    apex_criteria.judge([*checks, *watch.availability(thresholds)])
 
 
 @pytest.mark.soak
@@ -146,21 +139,28 @@ def test_soak_holds_memory_and_availability(
             pause.wait(max(0.0, started + index * interval - time.monotonic()))
             ran = _run_plan(plan, apex_load_sessions, apex_settings, writer)
             stages.extend(_numbered(ran, index, runs, len(plan)))
-    # Before judging: a failing run still gets its table, charts and histograms.
+    checks = _stage_checks(stages, watch, apex_app, thresholds, request, tmp_path)
+    apex_criteria.judge([*checks, *watch.availability(thresholds), *watch.memory_gates(thresholds)])
+
+
+def _stage_checks(
+    stages: list[StageResult],
+    watch: Watch,
+    app: AppDescription,
+    thresholds: Thresholds,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> list[Check]:
+    """Every stage's criteria as checks, its report attached first: a failing run still gets
+    its table, charts and histograms."""
     attach_load_report(
         PlanResult(stages), tmp_path, memory=watch.memory_samples(), exclude=NOT_RESPONSE_TIMES
     )
     request.node.user_properties.append(("load", json.dumps([summary(s) for s in stages])))
     criteria = judge_plan(
-        stages, load_thresholds(thresholds, agent_runs=apex_app.capabilities.agent_runs)
+        stages, load_thresholds(thresholds, agent_runs=app.capabilities.agent_runs)
     )
-    apex_criteria.judge(
-        [
-            *load_checks(stages, criteria),
-            *watch.availability(thresholds),
-            *watch.memory_gates(thresholds),
-        ]
-    )
+    return load_checks(stages, criteria)
 
 
 def _numbered(
