@@ -9,7 +9,7 @@ ENV_FILE := fixtures/stack/.env.staging
 # pytest-xdist workers for the project's own tests; the stack tests share one stack.
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-plugin test-stack staging lint stack-up stack-down clean
+.PHONY: setup test test-plugin test-stack staging lint stack-up stack-down rollback clean
 
 setup:
 	@bash scripts/setup.sh
@@ -36,6 +36,12 @@ stack-up: setup
 	  case $$s in frontend) p=3000;; backend) p=8000;; auth) p=8081;; postgres) p=5432;; redis) p=6379;; esac; \
 	  printf '%-9s %s\n' $$s "$$(COMPOSE_PROJECT_NAME=apex-manual docker compose -f $(STACK) port $$s $$p)"; \
 	done
+
+## Put the baseline release (v1) back on a running stack: docs/rollback.md.
+PROJECT ?= apex-manual
+TO ?= v1
+rollback:
+	$(PY) -m pytest_apex.rollback --project $(PROJECT) --file $(STACK) --to $(TO)
 
 stack-down:
 	COMPOSE_PROJECT_NAME=apex-manual docker compose -f $(STACK) --env-file $(ENV_FILE) down -v --timeout 5

@@ -48,6 +48,7 @@ _FIXTURE_MODULES: Final = (
     "pytest_apex.fixtures",
     "pytest_apex.health.fixtures",
     "pytest_apex.suites.load_fixtures",
+    "pytest_apex.suites.rollback_fixtures",
 )
 
 MARKERS: Final[dict[str, str]] = {

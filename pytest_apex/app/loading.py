@@ -25,6 +25,7 @@ from jsonschema.exceptions import ValidationError
 from pytest_apex.app.model import (
     AppDescription,
     Auth,
+    Candidate,
     Capabilities,
     ConfigRoute,
     Database,
@@ -35,7 +36,10 @@ from pytest_apex.app.model import (
     MetricsRoute,
     Pagination,
     PromisedSetting,
+    Release,
     Resource,
+    Rollout,
+    RowTable,
     Service,
     SigningKey,
     Signup,
@@ -212,6 +216,7 @@ def _cross_reference_problems(data: Mapping[str, Any]) -> list[str]:
             must_name_service(f"{key}.endpoints", described)
         for described in topology.get("replicas", {}):
             must_name_service(f"{key}.replicas", described)
+    problems += _rollout_problems(data.get("rollout"), names, faults.get("known", ()))
     if (data.get("capabilities") or {}).get("agent_runs") and not any(
         s.get("websocket") for s in services.values()
     ):
@@ -220,6 +225,86 @@ def _cross_reference_problems(data: Mapping[str, Any]) -> list[str]:
             "names a websocket route"
         )
     return problems
+
+
+def _rollout_problems(
+    rollout: Mapping[str, Any] | None, services: list[str], known_faults: Iterable[str]
+) -> list[str]:
+    """Names in the rollout table that must refer to something described."""
+    if not rollout:
+        return []
+    problems = []
+    releases = sorted(rollout["releases"])
+    if rollout["service"] not in services:
+        problems.append(
+            f"rollout.service: {rollout['service']!r} is not a described service"
+            f"{_did_you_mean(rollout['service'], services)}"
+        )
+    if rollout["baseline"] not in releases:
+        problems.append(
+            f"rollout.baseline: {rollout['baseline']!r} is not one of rollout.releases "
+            f"({', '.join(releases)}){_did_you_mean(rollout['baseline'], releases)}"
+        )
+    for name, release in rollout["releases"].items():
+        if bool(release.get("command")) == bool(release.get("recreate")):
+            problems.append(
+                f"rollout.releases.{name}: give either `recreate` (compose services) or "
+                "`command` (how it is deployed), exactly one"
+            )
+    known = set(known_faults)
+    for name, candidate in rollout["candidates"].items():
+        if candidate["release"] not in releases:
+            problems.append(
+                f"rollout.candidates.{name}.release: {candidate['release']!r} is not one of "
+                f"rollout.releases{_did_you_mean(candidate['release'], releases)}"
+            )
+        elif candidate["release"] == rollout["baseline"]:
+            problems.append(
+                f"rollout.candidates.{name}.release: the baseline cannot be its own candidate"
+            )
+        for fault in candidate.get("faults", ()):
+            if fault not in known:
+                problems.append(
+                    f"rollout.candidates.{name}.faults: {fault!r} is not a known fault "
+                    f"(faults.known){_did_you_mean(fault, known)}"
+                )
+    return problems
+
+
+def _rollout(raw: Mapping[str, Any] | None) -> Rollout | None:
+    if raw is None:
+        return None
+    return Rollout(
+        service=raw["service"],
+        baseline=raw["baseline"],
+        releases=MappingProxyType(
+            {
+                name: Release(
+                    name=name,
+                    env=MappingProxyType(dict(release.get("env", {}))),
+                    recreate=tuple(release.get("recreate", ())),
+                    command=tuple(release.get("command", ())),
+                    schema=release.get("schema", "none"),
+                )
+                for name, release in raw["releases"].items()
+            }
+        ),
+        tables=tuple(
+            RowTable(name, table["key"], table["owner"], tuple(table["columns"]))
+            for name, table in raw["tables"].items()
+        ),
+        candidates=tuple(
+            Candidate(
+                name=name,
+                release=candidate["release"],
+                faults=tuple(candidate.get("faults", ())),
+                expect=candidate.get("expect", "promote"),
+            )
+            for name, candidate in raw["candidates"].items()
+        ),
+        release_field=raw.get("release_field", ""),
+        port_env=raw.get("port_env", ""),
+    )
 
 
 def _health(raw: Mapping[str, Any] | None) -> HealthRoute | None:
@@ -356,6 +441,7 @@ def _build(data: Mapping[str, Any], source: str) -> AppDescription:
         topologies=MappingProxyType(
             {name: _topology(name, raw) for name, raw in (data.get("topologies") or {}).items()}
         ),
+        rollout=_rollout(data.get("rollout")),
         faults=None
         if faults is None
         else FaultSwitches(

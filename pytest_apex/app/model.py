@@ -289,6 +289,64 @@ class Topology:
         return MappingProxyType({s: n for s, n in self.replicas.items() if n > 1})
 
 
+SchemaChange = Literal["none", "expand", "contract"]
+Expected = Literal["promote", "rollback", "review", "pause"]
+
+
+@dataclass(frozen=True)
+class Release:
+    """One release of the rolled-out service, and how it is deployed.
+
+    On a compose target, setting `env` (compose variables: the image tag, the schema
+    revision its migration job goes to) and recreating `recreate` deploys it; elsewhere
+    `command` does (``{release}`` in it is replaced by the name). `schema` says what the
+    release's migration does: a ``contract`` step removes what an older release needs, so
+    the drill refuses to deploy it while a rollback to the baseline is possible.
+    """
+
+    name: str
+    env: Mapping[str, str] = field(default_factory=_frozen)
+    recreate: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    schema: SchemaChange = "none"
+
+
+@dataclass(frozen=True)
+class RowTable:
+    """Rows that must survive a rollback: their key, their owner and the columns the
+    baseline reads (a column only the candidate writes is not part of their content)."""
+
+    name: str
+    key: str
+    owner: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A candidate the drill deploys over the baseline, and the decision it must reach."""
+
+    name: str
+    release: str
+    faults: tuple[str, ...] = ()
+    expect: Expected = "promote"
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How one release of `service` replaces another (the rollback suite's drill)."""
+
+    service: str
+    baseline: str
+    releases: Mapping[str, Release]
+    tables: tuple[RowTable, ...]
+    candidates: tuple[Candidate, ...]
+    release_field: str = ""  # liveness field naming the release that answered ("": unknown)
+    # The compose variable that fixes the service's published port: a redeployed container
+    # keeps the address users (and the run's other tests) already have.
+    port_env: str = ""
+
+
 @dataclass(frozen=True)
 class AppDescription:
     """Everything the suites know about the app under test."""
@@ -305,6 +363,7 @@ class AppDescription:
     adapter: str = "rest"  # "rest", or "module:factory" building the app's own adapter
     cors_origin: str = ""  # the one origin the app's CORS policy lets in ("" when unknown)
     topologies: Mapping[str, Topology] = field(default_factory=_frozen)
+    rollout: Rollout | None = None
     source: str = ""  # where it was read from, for messages
 
     def setting(self, name: str) -> tuple[Service, PromisedSetting] | None:

@@ -134,6 +134,7 @@ class ComposeTarget:
         # other port is reached over http. The app's knowledge, handed in, not assumed here.
         self.port_schemes: Mapping[int, str] = dict(port_schemes or {})
         self.project = project
+        self.override_files: tuple[Path, ...] = tuple(override_files)
         self.env = dict(env or {})
         self.runner: CommandRunner = runner or SubprocessRunner()
         # Progress quotes exception texts and compose's output: redacted like the reports.
@@ -149,6 +150,11 @@ class ComposeTarget:
     @property
     def name(self) -> str:
         return f"compose:{self.project}"
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The compose file and its override files, in the order compose reads them."""
+        return (self.compose_file, *self.override_files)
 
     # -- lifecycle -------------------------------------------------------------------------
 

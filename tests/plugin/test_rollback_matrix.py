@@ -13,6 +13,9 @@ SHIPPED = {
     # kind: (severity, automatic rollback, manual review), as reference §2 has them
     "isolation_failure": ("critical", True, True),
     "database_connection_failure": ("high", True, False),
+    # The procedure's rollback triggers beside the matrix: unhealthy services, errors > 5 %.
+    "unhealthy_service": ("high", True, False),
+    "error_rate": ("high", True, True),
     "memory_leak": ("high", True, True),
     "websocket_failures": ("medium", False, True),
     "performance_degradation": ("medium", False, True),
