@@ -144,6 +144,7 @@ def release_stack() -> Iterator[ReleaseStack]:
         stack = ReleaseStack(target)
         stack.timings.append(("bring-up", time.monotonic() - started))
         yield stack
+        print(flush=True)  # off the line of pytest's progress dots
         for what, seconds in stack.timings:
             print(f"[release-stack] {seconds:5.1f} s  {what}", flush=True)
     finally:
