@@ -16,7 +16,10 @@ fails only when both hold:
   those, but with small samples (where the medians wobble most) the stricter alpha is what
   keeps a noisy run from sending a good candidate to review;
 * the candidate's median is more than `tolerance` above the baseline's (default 10 %): the
-  slowdown is large enough to matter.
+  slowdown is large enough to matter;
+* and more than `min_shift_s` above it in absolute terms (default 0): at millisecond
+  latencies a fresh container's first seconds are 60 % slower by 4 ms, which no user feels
+  and no one should roll back for; a suite sets the floor it cares about.
 
 Too few samples on either side (default fewer than 20, where the test has little power and
 the medians are unstable) or a NaN or infinite sample (a failed timing; errors belong in an
@@ -63,6 +66,7 @@ class LatencyComparison:
     candidate_samples: int
     alpha: float
     tolerance: float
+    min_shift_s: float = 0.0
 
     @property
     def max_ratio(self) -> float:
@@ -80,7 +84,9 @@ class LatencyComparison:
                 f"{_seconds(self.baseline_median_s)}"
             )
         if not math.isnan(self.ratio):
-            parts[-1] += f" ({format_number(self.ratio)}x, limit {format_number(self.max_ratio)}x)"
+            floor = f" and +{_seconds(self.min_shift_s)}" if self.min_shift_s else ""
+            limit = f"limit {format_number(self.max_ratio)}x{floor}"
+            parts[-1] += f" ({format_number(self.ratio)}x, {limit})"
         if not math.isnan(self.p_value):
             parts.append(f"p {self.p_value:.2g} (alpha {self.alpha:g})")
         parts.append(
@@ -105,6 +111,7 @@ def compare_latencies(
     alpha: float = DEFAULT_ALPHA,
     tolerance: float = DEFAULT_TOLERANCE,
     min_samples: int = DEFAULT_MIN_SAMPLES,
+    min_shift_s: float = 0.0,
 ) -> LatencyComparison:
     """Judge whether `candidate` (seconds) is slower than `baseline` (see the module doc)."""
     if not 0 < alpha < 1:
@@ -113,6 +120,8 @@ def compare_latencies(
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     if min_samples < 1:
         raise ValueError(f"min_samples must be >= 1, got {min_samples}")
+    if min_shift_s < 0:
+        raise ValueError(f"min_shift_s must be >= 0, got {min_shift_s}")
     if any(v < 0 for v in (*baseline, *candidate)):
         raise ValueError("a latency below 0 s: the caller's clock went backwards")
 
@@ -130,6 +139,7 @@ def compare_latencies(
             candidate_samples=len(candidate),
             alpha=alpha,
             tolerance=tolerance,
+            min_shift_s=min_shift_s,
             **values,
         )
 
@@ -158,7 +168,7 @@ def compare_latencies(
     if math.isnan(p_value):
         return inconclusive("the Mann-Whitney U test gave no p-value", **numbers)
     significant = p_value < alpha
-    beyond = ratio > 1 + tolerance
+    beyond = ratio > 1 + tolerance and cand_median - base_median > min_shift_s
     if significant and beyond:
         outcome: Outcome = "fail"
         reason = "the candidate is slower"
@@ -175,4 +185,5 @@ def compare_latencies(
         candidate_samples=len(candidate),
         alpha=alpha,
         tolerance=tolerance,
+        min_shift_s=min_shift_s,
     )

@@ -345,6 +345,13 @@ _SPECS: Final[tuple[ThresholdSpec, ...]] = (
         "significant shift counts as a degradation (ci's seconds-long stages wobble more)",
     ),
     ThresholdSpec(
+        "canary_min_shift_s",
+        "seconds",
+        "s",
+        0.05,
+        help="how much slower (median, absolute) the candidate must be to count as degraded",
+    ),
+    ThresholdSpec(
         "rollback_seed_users",
         "count",
         "users",

@@ -88,6 +88,45 @@ def write_check(written: Sequence[Written], phase: str) -> Check:
     )
 
 
+@dataclass
+class _Readback:
+    """What one user's listings showed."""
+
+    missing: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)
+    checked: int = 0
+
+
+async def _read_back(
+    session: ResourceSession,
+    resources: Sequence[Resource],
+    mine: Written,
+    owners: dict[str, str],
+    canaries: dict[str, str],
+) -> _Readback:
+    seen: set[str] = set()
+    found = _Readback()
+
+    async def listing(resource: Resource, parent_id: str = "") -> None:
+        items, pages = await session.list_all(resource.name, parent_id=parent_id)
+        if pages and not pages[-1].ok:
+            found.unread.append(f"{session.username} listing {resource.name}: {_said(pages[-1])}")
+        for item in items:
+            found.checked += 1
+            item_id = str(dig(item, resource.id_field) or "")
+            seen.add(item_id)
+            found.foreign.extend(_foreign(item, item_id, resource, mine, owners, canaries))
+
+    for resource in resources:
+        await listing(resource)
+        parents = {parent for _, parent in mine.parents.items()}
+        for sub in resource.sub_resources:
+            await asyncio.gather(*(listing(sub, parent) for parent in sorted(parents)))
+    found.missing = [f"{session.username}'s {n} {i}" for n, i in mine.items if i not in seen]
+    return found
+
+
 async def readback_checks(
     sessions: Sequence[ResourceSession],
     resources: Sequence[Resource],
@@ -96,34 +135,16 @@ async def readback_checks(
     """Each user's own rows all returned to it; no other drill user's row returned to it."""
     owners = {item: w.user_id for w in written for item in (i for _, i in w.items)}
     canaries = {w.canary: w.user_id for w in written}
-    missing: list[str] = []
-    foreign: list[str] = []
-    unread: list[str] = []
-    checked = 0
-    for session, mine in zip(sessions, written, strict=True):
-        seen: set[str] = set()
-        for resource in resources:
-            items, pages = await session.list_all(resource.name)
-            if pages and not pages[-1].ok:
-                unread.append(f"{session.username} listing {resource.name}: {_said(pages[-1])}")
-            for item in items:
-                checked += 1
-                item_id = str(dig(item, resource.id_field) or "")
-                seen.add(item_id)
-                foreign += _foreign(item, item_id, resource, mine, owners, canaries)
-            for sub in resource.sub_resources:
-                for parent in {p for s, p in mine.parents.items() if s}:
-                    sub_items, sub_pages = await session.list_all(sub.name, parent_id=parent)
-                    if sub_pages and not sub_pages[-1].ok:
-                        unread.append(
-                            f"{session.username} listing {sub.name}: {_said(sub_pages[-1])}"
-                        )
-                    for item in sub_items:
-                        checked += 1
-                        item_id = str(dig(item, sub.id_field) or "")
-                        seen.add(item_id)
-                        foreign += _foreign(item, item_id, sub, mine, owners, canaries)
-        missing += [f"{session.username}'s {name} {i}" for name, i in mine.items if i not in seen]
+    views = await asyncio.gather(
+        *(
+            _read_back(session, resources, mine, owners, canaries)
+            for session, mine in zip(sessions, written, strict=True)
+        )
+    )
+    missing = [m for v in views for m in v.missing]
+    foreign = [f for v in views for f in v.foreign]
+    unread = [u for v in views for u in v.unread]
+    checked = sum(v.checked for v in views)
     expected = sum(len(w.items) for w in written)
     broken = "; ".join(unread[:EXAMPLES])
     return [

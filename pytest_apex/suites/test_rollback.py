@@ -126,6 +126,7 @@ async def test_the_candidate_is_judged_and_a_rollback_keeps_every_row(
     except ContractRefused as exc:
         pytest.fail(f"candidate {candidate.name} refused: {exc}", pytrace=False)
     await _ensure(apex_read_release, apex_deploy, baseline)
+    phases = Phases()
 
     users = [await apex_new_user(i) for i in range(thresholds.integer("rollback_seed_users"))]
     sessions = [u for u in users if isinstance(u, ResourceSession)]
@@ -135,13 +136,19 @@ async def test_the_candidate_is_judged_and_a_rollback_keeps_every_row(
     written = new_written(sessions)
     await write_all(sessions, resources, written, "before")
     before = await snapshot(apex_postgres_dsn, apex_rollout.tables, owners)
+    phases.mark("seed")
     engine = EngineSettings(
         window_s=thresholds.seconds("load_window_s"), live_exclude=NOT_RESPONSE_TIMES
     )
     baseline_stage = await canary_stage(apex_load_sessions, thresholds, engine)
+    phases.mark("baseline")
 
     checks: list[Check] = [write_check(written, "before"), _snapshot_control(before, written)]
-    report: dict[str, Any] = {"candidate": candidate.name, "release": candidate.release}
+    report: dict[str, Any] = {
+        "candidate": candidate.name,
+        "release": candidate.release,
+        "phases_s": phases.seconds,
+    }
     rolled_back_at = math.nan
     prober = AvailabilityProber(apex_health_checks, PROBE_S, PROBER_MAX_S)
     try:
@@ -152,6 +159,7 @@ async def test_the_candidate_is_judged_and_a_rollback_keeps_every_row(
             except DeployError as exc:
                 pytest.fail(f"candidate {candidate.name} was not deployed: {exc}", pytrace=False)
             report["upgrade_s"] = round(upgrade_s, 2)
+            phases.mark("upgrade")
             await write_all(sessions, resources, written, "during")
             checks.append(write_check(written, "during"))
             decision, analysis = await _analyse(
@@ -159,6 +167,7 @@ async def test_the_candidate_is_judged_and_a_rollback_keeps_every_row(
                 engine, baseline_stage, apex_settings,
             )  # fmt: skip
             decided_at = time.monotonic()
+            phases.mark("analysis")
             report["decision"] = decision.summary
             report["measurements"] = analysis
             held = await snapshot(apex_postgres_dsn, apex_rollout.tables, owners)
@@ -167,6 +176,7 @@ async def test_the_candidate_is_judged_and_a_rollback_keeps_every_row(
             if decision.action == "rollback":
                 run = await apex_roll_back(baseline, decided_at)
                 rolled_back_at = time.monotonic()
+                phases.mark("rollback")
                 report["rollback"] = {"command": run.command, "status": run.status}
                 rto_max = thresholds.seconds("rollback_rto_s_max")
                 checks.append(rto_check(run, rto_max))
@@ -178,11 +188,13 @@ async def test_the_candidate_is_judged_and_a_rollback_keeps_every_row(
             apex_app, apex_rollout, apex_read_release, running, sessions, resources, written,
             expected, apex_postgres_dsn, owners,
         )  # fmt: skip
+        phases.mark("verify")
         if not math.isnan(rolled_back_at):
             checks += await _post_rollback_alerts(
                 apex_app, apex_rollout, apex_target, apex_endpoints, apex_load_sessions,
                 apex_postgres_dsn, thresholds, engine, rolled_back_at,
             )  # fmt: skip
+            phases.mark("post_rollback_alerts")
     finally:
         report["availability"] = {
             name: {"probes": s.probes, "healthy": s.healthy, "outages": s.describe()}
@@ -191,7 +203,21 @@ async def test_the_candidate_is_judged_and_a_rollback_keeps_every_row(
         _attach(request, tmp_path, report)
         # The next candidate, and the run's next suites, start from the baseline again.
         await _ensure(apex_read_release, apex_deploy, baseline)
+        phases.mark("restore")
     apex_criteria.judge(checks)
+
+
+class Phases:
+    """Seconds each step of the drill took, in order (for the report: where time went)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._since = time.monotonic()
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(now - self._since, 1)
+        self._since = now
 
 
 async def _ensure(read: ReadRelease, deploy: Deploy, release: str) -> None:

@@ -373,6 +373,7 @@ def test_threshold_table_has_the_report_criteria() -> None:
         "canary_users": 8,
         "canary_stage_s": 8.0,
         "canary_tolerance": 0.25,
+        "canary_min_shift_s": 0.05,
         "rollback_seed_users": 6,
         "rollback_rto_s_max": 60.0,
         "rollback_p95_window_s": 300.0,

@@ -70,6 +70,18 @@ def test_a_significant_but_tiny_slowdown_passes_by_the_tolerance() -> None:
     assert compare_latencies(baseline, candidate, tolerance=0.0).outcome == "fail"
 
 
+def test_a_slowdown_of_milliseconds_passes_by_the_absolute_floor() -> None:
+    """60 % slower at a 6 ms median is 4 ms: significant, beyond 10 %, and felt by nobody."""
+    baseline = _latencies(200, median_s=0.006, seed=1)
+    candidate = _latencies(200, median_s=0.010, seed=2)
+    assert compare_latencies(baseline, candidate).outcome == "fail"
+    floored = compare_latencies(baseline, candidate, min_shift_s=0.05)
+    assert floored.outcome == "pass"
+    assert "limit 1.10x and +0.0500 s" in floored.detail
+    slow = compare_latencies(baseline, _latencies(200, median_s=2.5, seed=2), min_shift_s=0.05)
+    assert slow.outcome == "fail"
+
+
 def test_a_large_but_doubtful_slowdown_passes_by_alpha() -> None:
     # 20 samples a side, medians apart by chance: large ratio, p above a strict alpha.
     baseline = [0.1] * 10 + [0.3] * 10
