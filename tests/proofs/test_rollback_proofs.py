@@ -105,10 +105,13 @@ def test_a_rollback_that_restores_a_backup_loses_rows_and_names_their_owners(
     pytester: pytest.Pytester, fault_stack: FaultStack
 ) -> None:
     fault_stack.switch()
+    # A conftest applies to the tests beside it: the suite is collected here, as a project
+    # that overrides `apex_roll_back` in its own conftest.py collects it.
     pytester.makeconftest(RESTORING_ROLLBACK)
+    own_copy = pytester.makepyfile(test_rollback=ROLLBACK_SUITE.read_text(encoding="utf-8"))
     result, report = run_suite(
         pytester,
-        ROLLBACK_SUITE,
+        own_copy,
         {},
         ["-m", "rollback", "-k", "v2-shared-context", *attach_to(pytester, fault_stack.target)],
     )
