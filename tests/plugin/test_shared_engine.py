@@ -135,9 +135,7 @@ def test_two_runs_at_once_in_different_pid_namespaces_keep_their_own_stacks(
             assert run.returncode == 0, f"{name} run:\n{outputs[name]}"
         # Neither run took the other's stack for a dead one (a stack some earlier, killed
         # run of this host left behind may be reaped: that is not these two).
-        reaped = [
-            line for line in "".join(outputs.values()).splitlines() if "left behind" in line
-        ]
+        reaped = [line for line in "".join(outputs.values()).splitlines() if "left behind" in line]
         assert not [line for line in reaped if any(n in line for n in names.values())], reaped
         for name in names.values():
             assert_gone(name)
