@@ -289,8 +289,9 @@ step_node() {
   echo "$digest" > "$stamp"
 }
 
-is_ubuntu() {
-  [ -r /etc/os-release ] && (. /etc/os-release && [ "${ID:-}" = ubuntu ])
+is_ubuntu() { # is_ubuntu [OS-RELEASE-FILE]
+  local file=${1:-/etc/os-release}
+  [ -r "$file" ] && (. "$file" && [ "${ID:-}" = ubuntu ])
 }
 
 # Ubuntu's `chromium` package only installs the snap, which CI runners and containers cannot
@@ -334,4 +335,5 @@ main() {
   done
 }
 
-main "$@"
+# Run, unless sourced (tests/plugin/test_setup_script.py calls single functions).
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi
