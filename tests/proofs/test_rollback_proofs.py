@@ -8,6 +8,8 @@ the drill redeploys the backend).
   "restore the snapshot" procedure) loses every row written since: `rows_lost` fails and
   names the rows' owners.
 - A candidate whose migration contracts the schema is refused before anything changes.
+- An analysis that measured nothing (every request of the load stages unmade, as when the
+  scenario's routes vanished) pauses for a person: the clean candidate is not promoted.
 """
 
 from __future__ import annotations
@@ -77,6 +79,35 @@ def apex_roll_back(apex_target):
         return await run_rollback(apex_target.project, apex_target.files, release, decided_at)
 
     return roll_back
+"""
+
+
+# The child's conftest: a load scenario that makes no request at all, so both canary stages
+# (baseline and candidate) end without a single latency or error to judge.
+SILENT_LOAD: Final = """
+import pytest
+
+
+class SilentSessions:
+    async def open(self):
+        pass
+
+    async def probe(self, timeout_s):
+        pass
+
+    def session(self, user):
+        return self
+
+    async def run(self, ops):
+        pass
+
+    async def close(self):
+        pass
+
+
+@pytest.fixture
+def apex_load_sessions():
+    return SilentSessions()
 """
 
 
@@ -155,5 +186,34 @@ def test_a_candidate_that_contracts_the_schema_is_refused_before_anything_change
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     assert "contracts the schema" in result.stdout.str()
     assert "the baseline v1 could no longer run on it" in result.stdout.str()
+    urls = fault_stack.endpoints()
+    assert httpx.get(urls["backend"] + "/health/live", timeout=10).json()["release"] == "v1"
+
+
+def test_an_analysis_that_measured_nothing_pauses_instead_of_promoting(
+    pytester: pytest.Pytester, fault_stack: FaultStack
+) -> None:
+    fault_stack.switch()
+    pytester.makeconftest(SILENT_LOAD)
+    own_copy = pytester.makepyfile(test_rollback=ROLLBACK_SUITE.read_text(encoding="utf-8"))
+    result, report = run_suite(
+        pytester,
+        own_copy,
+        {},
+        [
+            "-m",
+            "rollback",
+            "-k",
+            "v2 and not shared and not slow",
+            *attach_to(pytester, fault_stack.target),
+        ],
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    assert outcomes(report)["decision"] == "fail", outcomes(report)
+    output = result.stdout.str()
+    decided = re.search(r"decision .*expected promote, decided (pause.*)", output)
+    assert decided is not None, output
+    # It says which measurements had nothing to judge, so a person knows what to look at.
+    assert "canary" in decided.group(1), decided.group(1)
     urls = fault_stack.endpoints()
     assert httpx.get(urls["backend"] + "/health/live", timeout=10).json()["release"] == "v1"
