@@ -255,6 +255,7 @@ class ApexRun:
         # criteria recorded in their teardown are included.
         if self.outbox is not None:
             output = self.outbox.everything()
+            # workeroutput: set by xdist on a worker's config, unknown to pytest's types.
             self.config.workeroutput[WORKEROUTPUT_KEY] = output  # type: ignore[attr-defined]
             return
         if self.config.option.collectonly:

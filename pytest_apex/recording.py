@@ -43,6 +43,8 @@ def _number(value: float) -> float:
     return float(value)
 
 
+# pytest.skip.Exception is pytest's Skipped, reached through an attribute of the skip function
+# that mypy cannot use as a base class.
 class Inconclusive(pytest.skip.Exception):  # type: ignore[misc,name-defined]
     """Raised when a test's criteria held as far as they could be judged, but some could not.
 

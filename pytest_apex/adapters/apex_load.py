@@ -16,7 +16,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 import aiohttp
 
@@ -58,11 +58,14 @@ class ApexLoadSessions(RestLoadSessions):
 
     async def _connect(self, state: UserState) -> aiohttp.ClientWebSocketResponse:
         try:
-            return await self._client.ws_connect(
-                self.ws_url,
-                protocols=(jwt_subprotocol(state.token),),
-                heartbeat=None,
-                max_msg_size=2**20,
+            return cast(
+                aiohttp.ClientWebSocketResponse,
+                await self._client.ws_connect(
+                    self.ws_url,
+                    protocols=(jwt_subprotocol(state.token),),
+                    heartbeat=None,
+                    max_msg_size=2**20,
+                ),
             )
         except aiohttp.WSServerHandshakeError as exc:
             raise OperationFailed(status_kind(exc.status), str(exc)) from exc

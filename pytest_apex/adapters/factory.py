@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from pytest_apex.adapters.base import AppAdapter
 from pytest_apex.adapters.rest import AdapterError, RestAdapter
@@ -31,7 +31,7 @@ def _factory(spec: str) -> AdapterFactory:
         raise AdapterError(
             f"app description adapter {spec!r}: {module_name} has no callable {attribute!r}"
         )
-    return factory
+    return cast(AdapterFactory, factory)
 
 
 def adapter_for(description: AppDescription, endpoints: Mapping[str, str]) -> AppAdapter:

@@ -17,7 +17,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -123,13 +123,14 @@ def _key(path: Iterable[Any]) -> str:
 def _describe(error: ValidationError) -> str:
     key = _key(error.absolute_path)
     if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
+        # jsonschema types schema as Mapping | bool | Unset: a mapping for this validator.
+        allowed = sorted(cast(Mapping[str, Any], error.schema).get("properties", {}))
         given = error.instance if isinstance(error.instance, dict) else {}
         unknown = sorted(set(given) - set(allowed))
         hints = "; ".join(f"unknown key {u!r}{_did_you_mean(u, allowed)}" for u in unknown)
         return f"{key}: {hints or error.message}; accepted: {', '.join(allowed)}"
     if error.validator == "enum":
-        choices = [str(c) for c in error.validator_value]
+        choices = [str(c) for c in cast(Iterable[Any], error.validator_value)]
         hint = _did_you_mean(str(error.instance), choices)
         return f"{key}: {error.instance!r} is not accepted{hint}; accepted: {', '.join(choices)}"
     if error.validator == "required":

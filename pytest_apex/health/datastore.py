@@ -7,7 +7,7 @@ target gives; they read, never write.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -45,7 +45,8 @@ async def redis_settings(url: str, names: Iterable[str]) -> dict[str, str]:
     try:
         found: dict[str, str] = {}
         for name in names:
-            found.update(await client.config_get(name))
+            # redis types the reply's keys and values as str | None; decoded, they are str.
+            found.update(cast(dict[str, str], await client.config_get(name)))
     finally:
         await client.aclose()
     return found

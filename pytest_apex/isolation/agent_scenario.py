@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 from hdrh.histogram import HdrHistogram
 
@@ -342,7 +342,7 @@ class _Scenario:
                     f"{self.result.labels[user.index]}: {main.stream.closed_reason}",
                 )
             user.main = await self.open_socket(user, reconnected=main is not None)
-        return user.main
+        return cast(_Socket, user.main)  # either still open or just opened: never None here
 
     # --- setup --------------------------------------------------------------------------
 

@@ -599,7 +599,8 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop
-    return uvloop.new_event_loop
+    new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return new_loop
 
 
 def run(plan: Sequence[Stage], factory: SessionFactory, **kwargs: Any) -> PlanResult:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from yarl import URL
@@ -135,7 +135,7 @@ class HttpSessionFactory:
         try:
             async with self._client.request(method, url, **kwargs) as response:
                 await response.read()
-                status = response.status
+                status: int = response.status
         except Exception as exc:
             kind = _kind(exc)
             if kind is None:
@@ -201,8 +201,11 @@ class WebSocketSessionFactory:
 
     async def connect(self) -> aiohttp.ClientWebSocketResponse:
         try:
-            return await self._client.ws_connect(
-                self.url, headers=self.headers, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
+            return cast(
+                aiohttp.ClientWebSocketResponse,
+                await self._client.ws_connect(
+                    self.url, headers=self.headers, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
+                ),
             )
         except aiohttp.WSServerHandshakeError as exc:
             raise OperationFailed(status_kind(exc.status), str(exc)) from exc

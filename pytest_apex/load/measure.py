@@ -25,7 +25,7 @@ import math
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from hdrh.histogram import HdrHistogram
 
@@ -111,7 +111,7 @@ def summarize(histogram: HdrHistogram) -> Summary:
         return Summary(0, *([math.nan] * 6))
 
     def at(p: float) -> float:
-        return histogram.get_value_at_percentile(p) / 1_000_000
+        return cast(int, histogram.get_value_at_percentile(p)) / 1_000_000
 
     return Summary(
         count=count,
@@ -127,7 +127,7 @@ def summarize(histogram: HdrHistogram) -> Summary:
 def percentile_s(histogram: HdrHistogram, percentile: float) -> float:
     if histogram.get_total_count() == 0:
         return math.nan
-    return histogram.get_value_at_percentile(percentile) / 1_000_000
+    return cast(int, histogram.get_value_at_percentile(percentile)) / 1_000_000
 
 
 def decode(blob: bytes | str) -> HdrHistogram:
@@ -173,7 +173,7 @@ class OpMeasurements:
 
     @property
     def ok(self) -> int:
-        return self.latency.get_total_count()
+        return cast(int, self.latency.get_total_count())
 
     @property
     def error_count(self) -> int:

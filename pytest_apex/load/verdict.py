@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 from hdrh.histogram import HdrHistogram
 
@@ -93,9 +93,9 @@ def _latency(histogram: HdrHistogram, metric: str) -> float:
     if histogram.get_total_count() == 0:
         return math.nan
     if metric == "max":
-        return histogram.get_max_value() / 1e6
+        return cast(int, histogram.get_max_value()) / 1e6
     if metric == "mean":
-        return histogram.get_mean_value() / 1e6
+        return cast(float, histogram.get_mean_value()) / 1e6
     return percentile_s(histogram, float(metric[1:]))
 
 

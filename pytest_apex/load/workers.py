@@ -170,10 +170,10 @@ def run_workers(
                     start_at.value = time.monotonic() + SYNC_DELAY_S
                     go.set()
             elif kind == "snapshot":
-                stage = live.setdefault(payload.stage, {})
-                stage[worker] = payload
+                snapshots = live.setdefault(payload.stage, {})
+                snapshots[worker] = payload
                 if time.monotonic() - last_line >= settings.progress_interval_s:
-                    writer(_combined(stage).line(), False)
+                    writer(_combined(snapshots).line(), False)
                     last_line = time.monotonic()
             elif kind == "result":
                 results[worker] = PlanResult.decode(payload)

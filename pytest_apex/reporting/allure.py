@@ -11,6 +11,7 @@ no-op unless ``--alluredir`` is given.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -236,7 +237,7 @@ def install(config: pytest.Config) -> None:
     config.pluginmanager.register(AllureCriteria(), "apex-allure")
     for plugin in (ResultRedactor(), InconclusiveStatus()):
         allure_commons.plugin_manager.register(plugin)
-        config.add_cleanup(lambda plugin=plugin: allure_commons.plugin_manager.unregister(plugin))
+        config.add_cleanup(functools.partial(allure_commons.plugin_manager.unregister, plugin))
 
 
 # --- at the end of the run (controller only) ------------------------------------------------

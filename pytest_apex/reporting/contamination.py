@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -224,8 +224,8 @@ def _draw_matrix(axes: Axes, figure: Figure, matrix: object, names: Sequence[str
     if size <= _ANNOTATED_CELLS:
         for viewer, owner in zip(viewers, owners, strict=True):
             axes.text(
-                owner,
-                viewer,
+                cast(float, owner),  # numpy's integers: matplotlib takes them as coordinates
+                cast(float, viewer),
                 f"{int(data[viewer, owner])}",
                 ha="center",
                 va="center",

@@ -96,6 +96,7 @@ def deployer_for(release: Release, target: object) -> Deployer:
     if release.command:
         return CommandDeployer()
     if callable(getattr(target, "recreate", None)):
+        # target is any object: its recreate() is checked just above, not by its type.
         return ComposeDeployer(target)  # type: ignore[arg-type]
     raise DeployError(
         f"release {release.name} is deployed by recreating compose services, but the target "

@@ -259,6 +259,7 @@ def _resolve_faults(
     never be silently replaced by an empty list. Set but empty, it means "no faults".
     """
     variable = app.faults.env if app.faults else ""
+    value: str | None
     if cli.faults is not None:
         value, key = cli.faults, cli.key("faults")
     elif variable and variable in environ:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 import pytest
 
@@ -53,7 +53,10 @@ def _shipped(item: pytest.Item) -> bool:
 def duplicates(items: Sequence[pytest.Item]) -> list[pytest.Item]:
     """Shipped suite items whose test function the project also collected itself."""
     own = {
-        (getattr(item, "obj", None), getattr(item, "callspec", None) and item.callspec.id)
+        (
+            getattr(item, "obj", None),
+            getattr(item, "callspec", None) and cast(pytest.Function, item).callspec.id,
+        )
         for item in items
         if not _shipped(item)
     }
@@ -61,6 +64,9 @@ def duplicates(items: Sequence[pytest.Item]) -> list[pytest.Item]:
         item
         for item in items
         if _shipped(item)
-        and (getattr(item, "obj", None), getattr(item, "callspec", None) and item.callspec.id)
+        and (
+            getattr(item, "obj", None),
+            getattr(item, "callspec", None) and cast(pytest.Function, item).callspec.id,
+        )
         in own
     ]

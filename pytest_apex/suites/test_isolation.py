@@ -390,6 +390,8 @@ async def test_users_never_see_each_others_resources(
         seed=apex_settings.seed if apex_settings.seed is not None else secrets.randbelow(2**31),
         deadline_s=DEADLINE_S,
     )
+    # apex_new_user makes UserSessions, the scenario wants ResourceSessions: a user whose
+    # session cannot create() is counted as a failed setup by the scenario, not a crash.
     result = await run_rest_isolation(spec, apex_new_user)  # type: ignore[arg-type]
     request.node.user_properties.append(
         (

@@ -57,7 +57,7 @@ class Engine:
         filters = urllib.parse.quote(json.dumps({"label": labels}))
         if kind == "containers":
             return [c["Id"] for c in self._call("GET", f"/containers/json?all=1&filters={filters}")]
-        found = self._call("GET", f"/{kind}?filters={filters}") or []
+        found: Any = self._call("GET", f"/{kind}?filters={filters}") or []
         if kind == "volumes":  # {"Volumes": [...], "Warnings": [...]}
             return [v["Name"] for v in found.get("Volumes") or []]
         return [item["Id"] for item in found]
