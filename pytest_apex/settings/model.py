@@ -19,6 +19,8 @@ DEFAULT_REPORT: Final = ".apex/report.json"
 
 InconclusivePolicy = Literal["fail", "pass"]
 INCONCLUSIVE_POLICIES: Final[tuple[InconclusivePolicy, ...]] = ("fail", "pass")
+DEFAULT_INCONCLUSIVE: Final[InconclusivePolicy] = "fail"
+DEFAULT_LOAD_WORKERS: Final = 1
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class ApexSettings:
     faults: tuple[str, ...] = ()
     # What an inconclusive verdict does to the exit status: "fail" keeps a required CI check
     # red when nothing was proven (`pytest_apex.exitstatus`).
-    inconclusive: InconclusivePolicy = "fail"
+    inconclusive: InconclusivePolicy = DEFAULT_INCONCLUSIVE
     # The seed of the suites' random choices (pairings, who cancels); None: a new one per
     # run, reported so that the run can be repeated with --apex-seed.
     seed: int | None = None
@@ -44,7 +46,7 @@ class ApexSettings:
     # The app's topology to deploy and judge (`--apex-topology`; "" for the base stack).
     topology: str = ""
     # Load generator processes (`--apex-load-workers`): one drives about one core.
-    load_workers: int = 1
+    load_workers: int = DEFAULT_LOAD_WORKERS
     # The rollback decision matrix (`--apex-decision-matrix`): the shipped one, or a user's
     # file merged over it (`pytest_apex.rollback.matrix`), read and validated once here.
     decision_matrix: DecisionMatrix = field(default_factory=DecisionMatrix.default)

@@ -1,145 +1,224 @@
-"""pytest wiring: every option with its ini twin, and reading them from a pytest config."""
+"""pytest wiring: every option with its ini twin, and reading them from a pytest config.
+
+`OPTIONS` is the catalogue: `add_options` registers it, and the README's option table is
+rendered from it (`pytest_apex.settings.catalogue_doc`), so the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 import pytest
 
 from pytest_apex.exitstatus import INCONCLUSIVE_EXIT
 from pytest_apex.reference import FAULTS_ENV, KNOWN_FAULTS
-from pytest_apex.settings.model import DEFAULT_REPORT, ApexSettings
+from pytest_apex.settings.model import (
+    DEFAULT_INCONCLUSIVE,
+    DEFAULT_LOAD_WORKERS,
+    DEFAULT_REPORT,
+    INCONCLUSIVE_POLICIES,
+    ApexSettings,
+)
 from pytest_apex.settings.resolve import RawOptions, resolve
 from pytest_apex.settings.thresholds import DEFAULT_PROFILE, PROFILES
 
+IniType = Literal["string", "bool", "linelist"]
 
-def add_options(parser: pytest.Parser) -> None:
-    """Register every option with its ini twin (called from the plugin's pytest_addoption)."""
-    group = parser.getgroup("apex", "pytest-apex: prove a staging deployment")
 
-    def option(
-        flag: str, ini: str, help: str, ini_type: Literal["string", "bool", "linelist"], **kw: Any
-    ) -> None:
-        # CLI defaults are None so "not given" is distinguishable from a value: CLI wins only
-        # when given, otherwise the ini twin (with pytest's own empty default) applies.
-        group.addoption(flag, dest=ini, default=None, help=f"{help} [ini: {ini}]", **kw)
-        parser.addini(ini, help=help, type=ini_type)
+@dataclass(frozen=True)
+class ApexOption:
+    """One command-line option and its ini twin (the ini key is also the option's dest).
 
-    option(
+    Text may use Markdown code spans (backquotes): the README renders them, `pytest --help`
+    shows the text without the backquotes. `default` documents what applies when neither the
+    command line nor the ini file gives a value (the CLI default itself is None, see
+    `add_options`); `details` is said in the README only, after the help.
+    """
+
+    flag: str
+    ini: str
+    help: str
+    ini_type: IniType = "string"
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()  # documented; `resolve` checks them with a helpful error
+    repeatable: bool = False
+    default: str = ""
+    details: str = ""
+
+    @property
+    def action(self) -> str:
+        if self.ini_type == "bool":
+            return "store_true"
+        return "append" if self.repeatable else "store"
+
+    @property
+    def shown_metavar(self) -> str | None:
+        """What the option's value is called: its metavar, else its choices (``fail|pass``)."""
+        if self.ini_type == "bool":
+            return None
+        return self.metavar or "|".join(self.choices) or None
+
+    @property
+    def help_text(self) -> str:
+        """The help as `pytest --help` shows it, with the default."""
+        text = self.help + (f" (default: {self.default})" if self.default else "")
+        return text.replace("`", "")
+
+
+OPTIONS: Final[tuple[ApexOption, ...]] = (
+    ApexOption(
         "--apex-stack",
         "apex_stack",
         "docker compose file of the stack under test",
-        "string",
         metavar="PATH",
-    )
-    option(
+        details="this repository's pyproject.toml names the reference stack's",
+    ),
+    ApexOption(
         "--apex-url",
         "apex_urls",
         "test an already-deployed stack: base URL of a service (repeatable; no Docker)",
         "linelist",
         metavar="SERVICE=URL",
-        action="append",
-    )
-    option(
+        repeatable=True,
+        details="container checks skip with a reason; the command line's URLs replace the "
+        "ini file's as a whole",
+    ),
+    ApexOption(
         "--apex-profile",
         "apex_profile",
-        f"durations profile: {' or '.join(PROFILES)} (default {DEFAULT_PROFILE}); "
-        "staging runs the report's 1 h stages and 24 h soak",
-        "string",
-        metavar="NAME",
-    )
-    option(
+        "durations profile: `staging` runs the report's durations (1 h per load stage, 24 h "
+        "soak), `ci` the same criteria, short",
+        choices=PROFILES,
+        default=f"`{DEFAULT_PROFILE}`",
+        details="it also picks each threshold's default (see the thresholds below)",
+    ),
+    ApexOption(
         "--apex-keep",
         "apex_keep",
-        "leave the stack running after the session",
+        "leave the stack running after the session, and print how to reach and stop it",
         "bool",
-        action="store_true",
-    )
-    option(
+    ),
+    ApexOption(
         "--apex-reuse",
         "apex_reuse",
-        "attach to a running stack instead of starting one",
+        "attach to a running stack (one left by `--apex-keep`) instead of starting one",
         "bool",
-        action="store_true",
-    )
-    option(
+        details="it cannot be combined with `--apex-faults`, since a reused stack keeps the "
+        "faults it was started with",
+    ),
+    ApexOption(
         "--apex-report",
         "apex_report",
-        f"where to write the JSON verdict (default {DEFAULT_REPORT})",
-        "string",
+        "where to write the JSON verdict, even when the run fails",
         metavar="PATH",
-    )
-    option(
+        default=f"`{DEFAULT_REPORT}`",
+    ),
+    ApexOption(
         "--apex-threshold",
         "apex_thresholds",
-        "override a threshold, e.g. p95_s_max=1.5 (repeatable; an unknown name lists them all)",
+        "override a threshold by name, e.g. `p95_s_max=1.5` (repeatable); an unknown name "
+        "stops the run and lists them all",
         "linelist",
         metavar="NAME=VALUE",
-        action="append",
-    )
-    option(
+        repeatable=True,
+        details="the names, units and defaults are in the thresholds table below",
+    ),
+    ApexOption(
         "--apex-faults",
         "apex_faults",
-        "comma-separated fault switches of the app (its description's [faults]; the "
-        f"reference stack's: {', '.join(KNOWN_FAULTS)}); environment twin: the app's fault "
-        f"variable ({FAULTS_ENV} for the reference stack), which wins over the ini",
-        "string",
+        "comma-separated fault switches of the app (its description's `[faults]`; the "
+        f"reference stack's: {', '.join(f'`{f}`' for f in KNOWN_FAULTS)}); environment twin: "
+        f"the app's fault variable (`{FAULTS_ENV}` for the reference stack), which the command "
+        "line overrides and which overrides the ini",
         metavar="LIST",
-    )
-    option(
+        default="none",
+    ),
+    ApexOption(
         "--apex-app",
         "apex_app",
-        "the app description (a TOML file with an [app] table, or a pyproject.toml with "
-        "[tool.pytest-apex.app]); default: apex.toml or pyproject.toml beside the ini file, "
-        "else the reference stack's",
-        "string",
+        "the app description: a TOML file with an `[app]` table, or a pyproject.toml with "
+        "`[tool.pytest-apex.app]`",
         metavar="PATH",
-    )
-    option(
+        default="`apex.toml` or pyproject.toml's `[tool.pytest-apex.app]` beside the ini "
+        "file, else the reference stack's",
+        details='see "Your own app"',
+    ),
+    ApexOption(
         "--apex-inconclusive",
         "apex_inconclusive",
         "exit status of a run whose verdict is inconclusive (nothing failed, something could "
-        f"not be judged): 'fail' (default) exits {INCONCLUSIVE_EXIT}, 'pass' exits 0; either "
-        "way the report says inconclusive. A failed criterion exits 1",
-        "string",
-        metavar="fail|pass",
-    )
-    option(
+        f"not be judged): `fail` exits {INCONCLUSIVE_EXIT}, so a required CI check stays red "
+        "when nothing was proven; `pass` exits 0; either way the report says inconclusive. A "
+        "failed criterion exits 1",
+        choices=INCONCLUSIVE_POLICIES,
+        default=f"`{DEFAULT_INCONCLUSIVE}`",
+    ),
+    ApexOption(
         "--apex-seed",
         "apex_seed",
-        "seed of the suites' random choices (which users pair up, cancel, reconnect); "
-        "default: a new seed per run, printed and reported so the run can be repeated",
-        "string",
+        "seed of the suites' random choices (which users pair up, who cancels, reconnects, "
+        "fails on purpose or floods)",
         metavar="N",
-    )
-    option(
+        default="a new seed per run, printed and reported so the run can be repeated",
+        details="it is printed as `isolation (repeat with --apex-seed=N)` and named in the "
+        "criteria's failure text, so a failing run can be repeated exactly",
+    ),
+    ApexOption(
         "--apex-topology",
         "apex_topology",
-        "deploy the app as one of the topologies its description names ([app.topologies."
-        "NAME]: compose override files, which service serves which, replicas expected); with "
-        "--apex-url it only sets how many instances each service must show",
-        "string",
+        "deploy the app as one of the topologies its description names "
+        "(`[app.topologies.NAME]`: compose override files, which service serves which, "
+        "replicas expected); with `--apex-url` it only sets how many instances each service "
+        "must show",
         metavar="NAME",
-    )
-    option(
+        default="the base stack",
+        details="its override files join the compose project, and a service routed through "
+        "another (a balancer in front of replicas) is reached on that one's published port. "
+        "An unknown name stops the run and lists the known ones; the report header, the JSON "
+        "verdict (`topology`) and Allure's environment name it",
+    ),
+    ApexOption(
         "--apex-load-workers",
         "apex_load_workers",
-        "load generator processes for `-m load` (default 1); their histograms are merged "
-        "exactly, so a machine with more cores pushes more load",
-        "string",
+        "load generator processes for `-m load`: each runs its share of every stage's users, "
+        "and their histograms merge exactly, so the p95 is that of every request and a "
+        "machine with more cores pushes more load",
         metavar="N",
-    )
-    option(
+        default=f"`{DEFAULT_LOAD_WORKERS}`",
+    ),
+    ApexOption(
         "--apex-decision-matrix",
         "apex_decision_matrix",
-        "the rollback decision matrix: a TOML file merged over the shipped one (copy "
-        "pytest_apex/rollback/decision_matrix.toml and keep what you change); default: the "
-        "shipped matrix",
-        "string",
+        "the rollback decision matrix: a TOML file merged over the shipped one, row by row "
+        "(copy `pytest_apex/rollback/decision_matrix.toml` and keep what you change)",
         metavar="PATH",
-    )
+        default="the shipped matrix",
+        details="it is reference §2 as data, checked at start-up: a bad file stops the run "
+        "naming the entry and field",
+    ),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every option with its ini twin (called from the plugin's pytest_addoption)."""
+    group = parser.getgroup("apex", "pytest-apex: prove a staging deployment")
+    for option in OPTIONS:
+        kw: dict[str, Any] = {"action": option.action}
+        if option.shown_metavar is not None:
+            kw["metavar"] = option.shown_metavar
+        # CLI defaults are None so "not given" is distinguishable from a value: CLI wins only
+        # when given, otherwise the ini twin (with pytest's own empty default) applies.
+        group.addoption(
+            option.flag,
+            dest=option.ini,
+            default=None,
+            help=f"{option.help_text} [ini: {option.ini}]",
+            **kw,
+        )
+        parser.addini(option.ini, help=option.help_text, type=option.ini_type)
 
 
 def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:

@@ -21,6 +21,8 @@ from pytest_apex.app import AppDescription, DescriptionError, find_description, 
 from pytest_apex.reference import reference_description
 from pytest_apex.rollback.matrix import DecisionMatrix, MatrixError
 from pytest_apex.settings.model import (
+    DEFAULT_INCONCLUSIVE,
+    DEFAULT_LOAD_WORKERS,
     DEFAULT_REPORT,
     INCONCLUSIVE_POLICIES,
     ApexSettings,
@@ -125,7 +127,7 @@ def _resolve_profile(cli: RawOptions, ini: RawOptions) -> str:
 
 def _resolve_inconclusive(cli: RawOptions, ini: RawOptions) -> InconclusivePolicy:
     value, source = _pick("inconclusive", cli, ini)
-    policy = (value or "fail").strip()
+    policy = (value or DEFAULT_INCONCLUSIVE).strip()
     if policy not in INCONCLUSIVE_POLICIES:
         raise _error(
             source.key("inconclusive"),
@@ -149,7 +151,7 @@ def _resolve_load_workers(cli: RawOptions, ini: RawOptions) -> int:
     value, source = _pick("load_workers", cli, ini)
     text = str(value).strip() if value is not None else ""
     if not text:
-        return 1
+        return DEFAULT_LOAD_WORKERS
     if not text.isdigit() or int(text) < 1:
         raise _error(
             source.key("load_workers"),

@@ -202,7 +202,8 @@ _SPECS: Final[tuple[ThresholdSpec, ...]] = (
         staging=1024.0,
         op="<=",
         criterion="memory_slope",
-        help="least-squares memory growth after warm-up, upper 95 % bound (leak gate)",
+        help="least-squares memory growth after warm-up, upper 95 % bound (leak gate); ci's "
+        "128 MiB/h is what a minute of samples can resolve",
     ),
     ThresholdSpec(
         "memory_warmup_s",
@@ -235,7 +236,7 @@ _SPECS: Final[tuple[ThresholdSpec, ...]] = (
         "users",
         25,
         staging=150,
-        help="concurrent users of a soak (ci: held for soak_duration_s; staging: the peak)",
+        help="concurrent users of a soak (ci: held for `soak_duration_s`; staging: the peak)",
     ),
     ThresholdSpec(
         "success_rate_min",
@@ -277,7 +278,7 @@ _SPECS: Final[tuple[ThresholdSpec, ...]] = (
         "s",
         20.0,
         staging=3600.0,
-        help="how long each load stage runs (staging: 1 h)",
+        help="how long each load stage runs",
     ),
     ThresholdSpec(
         "load_think_s",
@@ -309,7 +310,7 @@ _SPECS: Final[tuple[ThresholdSpec, ...]] = (
         "s",
         60.0,
         staging=86400.0,
-        help="how long the soak runs (staging: 24 h)",
+        help="how long the soak runs",
     ),
     ThresholdSpec(
         "load_interval_s",
@@ -317,7 +318,7 @@ _SPECS: Final[tuple[ThresholdSpec, ...]] = (
         "s",
         0.0,
         staging=21600.0,
-        help="the soak's staged load starts again every interval; 0: one held load (staging: 6 h)",
+        help="the soak's staged load starts again every interval; 0: one held load",
     ),
     ThresholdSpec(
         "canary_users",

@@ -458,7 +458,9 @@ def test_unknown_inconclusive_policy_names_the_key_and_the_values(apex: ApexPyte
 
 def test_help_documents_the_exit_codes_of_a_verdict(apex: ApexPytester) -> None:
     out = " ".join(apex.run("--help").stdout.str().split())
-    assert "'fail' (default) exits 6, 'pass' exits 0" in out
+    assert "fail exits 6, so a required CI check stays red" in out
+    assert "pass exits 0" in out
+    assert "(default: fail) [ini: apex_inconclusive]" in out
     assert "A failed criterion exits 1" in out
 
 
