@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import httpx
 import pytest
@@ -111,6 +111,22 @@ def apex_load_sessions():
 """
 
 
+def _run_with_conftest(
+    pytester: pytest.Pytester, fault_stack: FaultStack, conftest: str, candidates: str
+) -> tuple[pytest.RunResult, dict[str, Any]]:
+    """The drill for `candidates` (a -k expression) in a project whose conftest.py is
+    `conftest`: a conftest applies to the tests beside it, so the suite is collected here."""
+    fault_stack.switch()
+    pytester.makeconftest(conftest)
+    own_copy = pytester.makepyfile(test_rollback=ROLLBACK_SUITE.read_text(encoding="utf-8"))
+    return run_suite(
+        pytester,
+        own_copy,
+        {},
+        ["-m", "rollback", "-k", candidates, *attach_to(pytester, fault_stack.target)],
+    )
+
+
 def test_each_candidate_reaches_its_decision_and_no_row_is_lost(
     pytester: pytest.Pytester, fault_stack: FaultStack
 ) -> None:
@@ -135,16 +151,8 @@ def test_each_candidate_reaches_its_decision_and_no_row_is_lost(
 def test_a_rollback_that_restores_a_backup_loses_rows_and_names_their_owners(
     pytester: pytest.Pytester, fault_stack: FaultStack
 ) -> None:
-    fault_stack.switch()
-    # A conftest applies to the tests beside it: the suite is collected here, as a project
-    # that overrides `apex_roll_back` in its own conftest.py collects it.
-    pytester.makeconftest(RESTORING_ROLLBACK)
-    own_copy = pytester.makepyfile(test_rollback=ROLLBACK_SUITE.read_text(encoding="utf-8"))
-    result, report = run_suite(
-        pytester,
-        own_copy,
-        {},
-        ["-m", "rollback", "-k", "v2-shared-context", *attach_to(pytester, fault_stack.target)],
+    result, report = _run_with_conftest(
+        pytester, fault_stack, RESTORING_ROLLBACK, "v2-shared-context"
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     failed = {c["name"]: c for c in failed_criteria(report)}
@@ -193,20 +201,8 @@ def test_a_candidate_that_contracts_the_schema_is_refused_before_anything_change
 def test_an_analysis_that_measured_nothing_pauses_instead_of_promoting(
     pytester: pytest.Pytester, fault_stack: FaultStack
 ) -> None:
-    fault_stack.switch()
-    pytester.makeconftest(SILENT_LOAD)
-    own_copy = pytester.makepyfile(test_rollback=ROLLBACK_SUITE.read_text(encoding="utf-8"))
-    result, report = run_suite(
-        pytester,
-        own_copy,
-        {},
-        [
-            "-m",
-            "rollback",
-            "-k",
-            "v2 and not shared and not slow",
-            *attach_to(pytester, fault_stack.target),
-        ],
+    result, report = _run_with_conftest(
+        pytester, fault_stack, SILENT_LOAD, "v2 and not shared and not slow"
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     assert outcomes(report)["decision"] == "fail", outcomes(report)
