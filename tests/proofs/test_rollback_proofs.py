@@ -53,9 +53,10 @@ release = "v2-contracted"
 expect = "promote"
 """
 
-# The child's conftest: the rollback restores a dump of the database taken before the drill,
-# then puts v1 back with the documented command. The users, threads and messages written
-# since are gone; the drill must say whose.
+# The child's conftest: the classic "restore the backup" rollback. It restores a dump of the
+# database taken before the drill, in one transaction (the backend's writes wait for it
+# instead of racing the restored tables' keys), then puts v1 back with the documented
+# command. The users, threads and messages written since are gone; the drill must say whose.
 RESTORING_ROLLBACK: Final = """
 import pytest
 
@@ -74,7 +75,8 @@ def apex_roll_back(apex_target):
 
     async def roll_back(release, decided_at):
         apex_target.exec(
-            "postgres", "pg_restore", *args, "--clean", "--if-exists", "/tmp/before-drill.dump"
+            "postgres", "pg_restore", *args, "--clean", "--if-exists", "--single-transaction",
+            "/tmp/before-drill.dump",
         )
         return await run_rollback(apex_target.project, apex_target.files, release, decided_at)
 
