@@ -256,7 +256,10 @@ async def _past_the_limit(endpoints: dict[str, str]) -> list[str]:
             runs = {r for rs in (*filler_runs, runs_a, runs_b) for r in rs}
             ended = await _all_ended(sockets, runs, timeout=60)
             incomplete = [f"run {r} never ended on any socket" for r in runs - ended]
-            return [leak for s in (sa, sb) for leak in _leaks(s, clients, texts)] + incomplete
+            # Every socket is read: which runs land past the limit depends on timing (on a
+            # busy host the fillers' first runs may end before the last start), and any two
+            # users' runs served there mix, fillers' included.
+            return [leak for s in sockets for leak in _leaks(s, clients, texts)] + incomplete
         finally:
             await asyncio.gather(*(s.close() for s in sockets))
 
