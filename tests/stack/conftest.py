@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 
 @dataclass
@@ -38,3 +39,16 @@ def login(http: httpx.Client, auth_url: str, email: str | None = None) -> User:
 @pytest.fixture
 def new_user(http: httpx.Client, apex_endpoints: dict[str, str]):
     return lambda: login(http, apex_endpoints["auth"])
+
+
+def metric_families(http: httpx.Client, backend_url: str) -> dict:
+    """The backend's /metrics, parsed: family name (counters without `_total`) -> family."""
+    response = http.get(f"{backend_url}/metrics")
+    assert response.status_code == 200, response.text
+    return {f.name: f for f in text_string_to_metric_families(response.text)}
+
+
+def isolation_violations(http: httpx.Client, backend_url: str) -> dict[str, float]:
+    """apex_isolation_violations_total of the backend process, by kind."""
+    family = metric_families(http, backend_url)["apex_isolation_violations"]
+    return {s.labels["kind"]: s.value for s in family.samples if s.name.endswith("_total")}

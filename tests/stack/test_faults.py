@@ -19,7 +19,7 @@ import pytest
 
 from pytest_apex.adapters.apex import ApexAdapter
 from tests.conftest import concurrent_agent_runs
-from tests.stack.conftest import login
+from tests.stack.conftest import isolation_violations, login
 from tests.stack.test_services import run_agent
 
 pytestmark = pytest.mark.xdist_group("fault-stack")
@@ -76,12 +76,13 @@ def test_unscoped_cache_leaks_thread_lists(fault_stack, http):
         assert (thread["id"] in bob_ids) is leaks, faults
 
 
-def test_shared_context_misroutes_events_under_concurrency(fault_stack):
+def test_shared_context_misroutes_events_under_concurrency(fault_stack, http):
     violations = "SELECT count(*) FROM isolation_violations"
     clean = fault_stack.switch()
     runs = asyncio.run(concurrent_agent_runs(clean, users=20))
     assert all(r.completed and not r.foreign for r in runs)
     assert fault_stack.sql(violations) == "0"
+    assert set(isolation_violations(http, clean["backend"]).values()) == {0.0}
     faulty = fault_stack.switch("shared_context")
     try:
         runs = asyncio.run(concurrent_agent_runs(faulty, users=20))
@@ -91,11 +92,15 @@ def test_shared_context_misroutes_events_under_concurrency(fault_stack):
         assert foreign_users - {None}
         # The database keeps the evidence: one agent instance recorded under many users.
         assert int(fault_stack.sql(violations)) >= 1
+        # And the process counted both as they happened (what ApexIsolationViolation reads).
+        counted = isolation_violations(http, faulty["backend"])
+        assert counted["agent_instance"] >= 1, counted
+        assert counted["event_delivery"] >= 1, counted
     finally:
         fault_stack.reset_data()
 
 
-def test_broadcast_events_reach_every_socket(fault_stack):
+def test_broadcast_events_reach_every_socket(fault_stack, http):
     async def scenario(endpoints: dict[str, str]) -> int:
         adapter = ApexAdapter(endpoints)
         try:
@@ -121,8 +126,14 @@ def test_broadcast_events_reach_every_socket(fault_stack):
         finally:
             await adapter.aclose()
 
-    assert asyncio.run(scenario(fault_stack.switch())) == 0
-    assert asyncio.run(scenario(fault_stack.switch("broadcast_events"))) >= 5
+    clean = fault_stack.switch()
+    assert asyncio.run(scenario(clean)) == 0
+    assert isolation_violations(http, clean["backend"])["event_delivery"] == 0
+    faulty = fault_stack.switch("broadcast_events")
+    leaked = asyncio.run(scenario(faulty))
+    assert leaked >= 5
+    # Every event handed to Bob's socket was counted as it was delivered.
+    assert isolation_violations(http, faulty["backend"])["event_delivery"] >= leaked
 
 
 def _seconds(http: httpx.Client, url: str, **kwargs) -> float:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
+from tests.stack.conftest import isolation_violations
 from tests.stack.ws_client import TERMINAL, Client, Frame, Socket, canary
 
 pytestmark = pytest.mark.xdist_group("fault-stack")
@@ -215,10 +216,16 @@ async def _run_then_watch(endpoints: dict[str, str]) -> list[str]:
 
 
 def test_late_fanout_sends_a_run_summary_to_another_user_after_the_run(fault_stack):
-    assert _run(_run_then_watch, fault_stack.switch()) == []
-    leaks = _run(_run_then_watch, fault_stack.switch("late_fanout"))
-    assert leaks, "nobody got Alice's run summary"
-    assert all("run_summary" in leak for leak in leaks), leaks
+    with httpx.Client(timeout=30) as http:
+        clean = fault_stack.switch()
+        assert _run(_run_then_watch, clean) == []
+        assert isolation_violations(http, clean["backend"])["event_delivery"] == 0
+        faulty = fault_stack.switch("late_fanout")
+        leaks = _run(_run_then_watch, faulty)
+        assert leaks, "nobody got Alice's run summary"
+        assert all("run_summary" in leak for leak in leaks), leaks
+        # The backend counted the summary it handed to Bob's socket.
+        assert isolation_violations(http, faulty["backend"])["event_delivery"] >= 1
 
 
 # --- overflow_shared --------------------------------------------------------------------

@@ -65,7 +65,7 @@ def two_backends_config() -> dict:
     return _config(*TOPOLOGIES["two_backends"].files)
 
 
-SERVICES = ["postgres", "redis", "auth", "backend", "frontend"]
+SERVICES = ["postgres", "redis", "auth", "backend", "frontend", "prometheus"]
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -178,3 +178,18 @@ def test_the_release_is_the_dockerfiles_last_instruction():
     ]
     assert instructions[-2:] == ["ARG", "ENV"]
     assert lines[-2:] == ["ARG APEX_RELEASE=v1", "ENV APEX_RELEASE=${APEX_RELEASE}"]
+
+
+def test_prometheus_runs_this_checkouts_config_and_rules(compose_config):
+    """Tagged like the app image (it carries this checkout's rules), on the loopback port
+    9090, waiting for no service (a backend not up yet is a target DNS has not found yet)."""
+    spec = compose_config["services"]["prometheus"]
+    assert spec["image"] == "apex-stack/prometheus:staging"
+    assert [p["target"] for p in spec["ports"]] == [9090]
+    assert all("published" not in p for p in spec["ports"])  # ephemeral host port
+    assert "depends_on" not in spec
+    assert spec["healthcheck"]["test"] == ["CMD", "/usr/local/bin/prometheus-ready"]
+    dockerfile = Path(spec["build"]["context"], spec["build"]["dockerfile"]).read_text()
+    assert "COPY prometheus/prometheus.yml /etc/prometheus/prometheus.yml" in dockerfile
+    assert "COPY prometheus/rules /etc/prometheus/rules" in dockerfile
+    assert "--config.file=/etc/prometheus/prometheus.yml" in dockerfile
