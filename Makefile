@@ -6,7 +6,15 @@ PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 STACK := fixtures/stack/docker-compose.staging.yml
 ENV_FILE := fixtures/stack/.env.staging
-# pytest-xdist workers for the project's own tests; the stack tests share one stack.
+# `make test` runs in two phases. The untimed tests (plugin, stack, the new-project notes,
+# the health proofs) spread over TEST_WORKERS pytest-xdist workers; `--dist loadgroup`
+# (pyproject.toml) keeps each xdist_group, the fault stack's tests above all, on one worker.
+# The suites' timed proofs (isolation, load, rollback) judge latencies and run deadlines:
+# they run alone, after, so no other test's containers share the two cores with them.
+TEST_WORKERS ?= 2
+UNTIMED_TESTS := tests/plugin tests/stack tests/notes tests/proofs/test_health_proofs.py
+TIMED_TESTS := tests/proofs/test_isolation_proofs.py tests/proofs/test_load_proofs.py \
+	tests/proofs/test_rollback_proofs.py
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-plugin test-stack staging lint stack-up stack-down rollback clean
@@ -15,8 +23,12 @@ setup:
 	@bash scripts/setup.sh
 
 ## The project's own tests: plugin unit tests, the reference stack's tests, the suites' fault proofs.
+# Both phases run whatever the first one found, so one run reports every failure.
 test: setup
-	$(PYTEST) tests/plugin tests/stack tests/notes tests/proofs $(PYTEST_ARGS)
+	@status=0; \
+	$(PYTEST) -n $(TEST_WORKERS) $(UNTIMED_TESTS) $(PYTEST_ARGS) || status=$$?; \
+	$(PYTEST) $(TIMED_TESTS) $(PYTEST_ARGS) || status=$$?; \
+	exit $$status
 
 test-plugin:
 	$(PYTEST) tests/plugin $(PYTEST_ARGS)

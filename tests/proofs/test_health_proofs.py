@@ -73,7 +73,8 @@ def test_health_suite_fails_on_shared_context_naming_isolation_violations(
     instance under many users; the data-layer check must name it."""
     urls = fault_stack.suite_urls("shared_context")
     try:
-        asyncio.run(concurrent_agent_runs(urls, users=10))
+        # Runs whose events went astray never end: 8 s is past a clean run's second.
+        asyncio.run(concurrent_agent_runs(urls, users=10, timeout=8))
         result, report = run_suite(pytester, HEALTH_SUITE, urls, ["-m", "health"])
     finally:
         fault_stack.reset_data()

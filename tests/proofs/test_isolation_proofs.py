@@ -198,9 +198,14 @@ def test_isolation_suite_holds_for_150_users_on_a_compose_target(pytester: pytes
     reference stack brought up by the plugin, 150 users released together, nobody sees
     anybody else's data, every run completes, at the default detection power (a leak in 1 of
     1,000 payloads would have been seen)."""
-    result, report = run_suite(
-        pytester, ISOLATION_SUITE, {}, ["-m", "isolation", f"--apex-stack={COMPOSE_FILE}"]
-    )
+    # What this test holds the stack to is isolation at full size, not its latency: on two
+    # cores shared by the suite's 150 users and the whole stack, CI measured the calm round's
+    # p95 at 14.9 s (the stack runs 200 runs at a time; 300 are in flight). The run timeout
+    # follows the threshold (3x), so a run still streaming after 60 s is lost, not 30 s.
+    # The latency SLOs under load are the load suite's, judged at the report's values.
+    args = ["-m", "isolation", f"--apex-stack={COMPOSE_FILE}"]
+    args += ["--apex-threshold", "isolation_run_p95_s_max=20"]
+    result, report = run_suite(pytester, ISOLATION_SUITE, {}, args)
 
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     assert report["verdict"] == "pass", failed_criteria(report)

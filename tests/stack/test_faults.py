@@ -85,7 +85,9 @@ def test_shared_context_misroutes_events_under_concurrency(fault_stack, http):
     assert set(isolation_violations(http, clean["backend"]).values()) == {0.0}
     faulty = fault_stack.switch("shared_context")
     try:
-        runs = asyncio.run(concurrent_agent_runs(faulty, users=20))
+        # A run whose terminal event went to another user waits out its timeout: 8 s is
+        # well past a clean run's second, and keeps the lost runs from costing 30 s.
+        runs = asyncio.run(concurrent_agent_runs(faulty, users=20, timeout=8))
         misrouted = [r for r in runs if r.foreign or not r.completed]
         assert misrouted, "20 concurrent runs under shared_context all stayed isolated"
         foreign_users = {e["payload"]["user_id"] for r in runs for e in r.foreign}
