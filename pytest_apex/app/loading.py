@@ -34,6 +34,7 @@ from pytest_apex.app.model import (
     Limits,
     Login,
     MetricsRoute,
+    Monitoring,
     Pagination,
     PromisedSetting,
     Release,
@@ -410,6 +411,19 @@ def _resource(name: str, raw: Mapping[str, Any], service: str) -> Resource:
     )
 
 
+def _monitoring(raw: Mapping[str, Any] | None) -> Monitoring | None:
+    if raw is None:
+        return None
+    alerts = raw.get("alerts", "")
+    return Monitoring(
+        endpoint=raw["endpoint"],
+        request_duration=raw["request_duration"],
+        selector=raw.get("selector", ""),
+        # `alerts = false`: this server's alerts are not the app's to answer for.
+        alerts=None if alerts is False else ("" if alerts is True else alerts),
+    )
+
+
 def _build(data: Mapping[str, Any], source: str) -> AppDescription:
     users = data.get("users", {})
     database = data.get("database")
@@ -443,6 +457,7 @@ def _build(data: Mapping[str, Any], source: str) -> AppDescription:
             {name: _topology(name, raw) for name, raw in (data.get("topologies") or {}).items()}
         ),
         rollout=_rollout(data.get("rollout")),
+        monitoring=_monitoring(data.get("monitoring")),
         faults=None
         if faults is None
         else FaultSwitches(

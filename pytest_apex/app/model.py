@@ -237,6 +237,24 @@ class Database:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """Where the app's own monitoring answers (a Prometheus-compatible query API) and what
+    in it is the app's: the load suite reads the server's view of each stage there.
+
+    `endpoint` names an endpoint of the target (a compose service publishing the API, or an
+    ``--apex-url NAME=URL``), not necessarily a described service; `request_duration` is the
+    base name of the API's request-duration histogram; `selector` the label matchers (PromQL,
+    without braces) that keep its answers to users; `alerts` the matchers of the app's own
+    alerts in ALERTS ("" for every alert the server has, None to read none).
+    """
+
+    endpoint: str
+    request_duration: str
+    selector: str = ""
+    alerts: str | None = ""
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What the app can do at all; what it cannot is skipped with a reason, not failed."""
 
@@ -364,6 +382,7 @@ class AppDescription:
     cors_origin: str = ""  # the one origin the app's CORS policy lets in ("" when unknown)
     topologies: Mapping[str, Topology] = field(default_factory=_frozen)
     rollout: Rollout | None = None
+    monitoring: Monitoring | None = None
     source: str = ""  # where it was read from, for messages
 
     def setting(self, name: str) -> tuple[Service, PromisedSetting] | None:

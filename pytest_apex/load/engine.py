@@ -474,6 +474,9 @@ async def run_stage(
     st = _StageState(
         clock, recorder, stage.duration_s, stage.max_requests, isinstance(stage, OpenStage)
     )
+    # Wall-clock bounds, only for reading the server's view of the stage (its monitoring
+    # stamps samples in Unix time); every duration the engine judges is on `clock`.
+    started_at = time.time()
     monitor.start()
     ticker = asyncio.get_running_loop().create_task(
         _progress(
@@ -517,6 +520,8 @@ async def run_stage(
         dropped=st.dropped,
         peak_users=st.peak,
         stopped_by="max_requests" if st.stopped_by == "max_requests" else "duration",
+        started_at=started_at,
+        ended_at=time.time(),
     )
     final = Snapshot(
         index,

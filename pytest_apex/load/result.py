@@ -46,6 +46,10 @@ class StageResult:
     stopped_by: StopReason = "duration"
     workers: int = 1
     peak_users: int = 0  # the most users (closed) or sessions in flight (open) at once
+    # Unix times of the stage's start and end (NaN: not known), to read the server's view
+    # of the same window from its monitoring.
+    started_at: float = math.nan
+    ended_at: float = math.nan
 
     @property
     def reached_target(self) -> bool:
@@ -102,6 +106,8 @@ class StageResult:
             "stopped_by": self.stopped_by,
             "workers": self.workers,
             "peak_users": self.peak_users,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
         }
 
     @classmethod
@@ -123,11 +129,20 @@ class StageResult:
             stopped_by=data["stopped_by"],
             workers=data["workers"],
             peak_users=data["peak_users"],
+            started_at=data.get("started_at", math.nan),
+            ended_at=data.get("ended_at", math.nan),
         )
         for name, op in data["ops"].items():
             result.ops[name] = OpMeasurements()
             result.ops[name].add_encoded(op)
         return result
+
+
+def _nan_min(a: float, b: float) -> float:
+    """The smaller of two times, ignoring an unknown (NaN) one."""
+    if math.isnan(a):
+        return b
+    return a if math.isnan(b) else min(a, b)
 
 
 def merge_stages(
@@ -155,6 +170,9 @@ def merge_stages(
         merged.sessions += part.sessions
         merged.dropped += part.dropped
         merged.peak_users += part.peak_users
+        # The stage ran from its first worker's start to its last one's end.
+        merged.started_at = _nan_min(merged.started_at, part.started_at)
+        merged.ended_at = -_nan_min(-merged.ended_at, -part.ended_at)
         if part.stopped_by == "max_requests":
             merged.stopped_by = "max_requests"
     merged.workers = sum(part.workers for part in parts)

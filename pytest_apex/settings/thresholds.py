@@ -296,6 +296,14 @@ _SPECS: Final[tuple[ThresholdSpec, ...]] = (
         help="time window in which the load p95 must also hold, every window of every stage",
     ),
     ThresholdSpec(
+        "prometheus_wait_s",
+        "seconds",
+        "s",
+        15.0,
+        help="how long the load suite waits for the app's monitoring to scrape and evaluate "
+        "past a stage's end before it reads the server's view of the stage",
+    ),
+    ThresholdSpec(
         "load_agent_p95_s_max",
         "seconds",
         "s",

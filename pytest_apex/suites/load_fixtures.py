@@ -4,6 +4,8 @@
 has one: a service that cannot reach its database cannot serve either). `apex_memory_sources`:
 the memory of the app's own processes (its api and auth services), from the
 containers on a target that has them, else from each service's resident-memory gauge.
+`apex_server_view`: the app's monitoring (``[app.monitoring]``), where the server's own view
+of each stage is read, or why it is not.
 Each is a fixture a project overrides in its conftest.py to watch something else.
 """
 
@@ -20,6 +22,7 @@ from pytest_apex.app.model import AppDescription, HealthRoute
 from pytest_apex.health.probes import probe
 from pytest_apex.load.availability import HealthCheck
 from pytest_apex.load.memory import ContainerMemory, MemorySource, MetricMemory
+from pytest_apex.suites.load_server import ServerView, server_view
 from pytest_apex.targets.base import Target
 
 if TYPE_CHECKING:
@@ -113,6 +116,20 @@ def apex_memory_sources(
     finally:
         if api is not None:
             api.close()
+
+
+@pytest.fixture
+def apex_server_view(
+    apex_app: AppDescription, apex_endpoints: dict[str, str]
+) -> Iterator[ServerView]:
+    """The query API of the app's monitoring on this target; `skipped` says why there is
+    none (the description names no monitoring, or the target has no such endpoint)."""
+    view = server_view(apex_app, apex_endpoints)
+    try:
+        yield view
+    finally:
+        if view.api is not None:
+            view.api.close()
 
 
 def _docker_api() -> docker.APIClient | None:

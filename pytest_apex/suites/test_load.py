@@ -16,7 +16,11 @@ processes whose histograms merge exactly.
 
 Beside the load, every service's health is probed on a fixed grid (`availability_probe_s`)
 and the app's memory sampled (`memory_sample_s`): availability > 99.9 % holds over the
-run. The soak (`pytest -m soak`, also part of ``-m load``) holds users for
+run. Where the app describes its monitoring (``[app.monitoring]``), each stage is also
+judged by the server's own view of it: the p95 its request-duration histogram measured and
+the alerts pending or firing (`pytest_apex.suites.load_server`); without a monitoring
+endpoint on the target those criteria are skipped, with the reason in a warning. The soak
+(`pytest -m soak`, also part of ``-m load``) holds users for
 `soak_duration_s` (a minute in ``ci``; in ``staging`` the staged plan every 6 h for 24 h) and
 gates memory by its least-squares growth after a warm-up as well as the report's variance,
 because a slow leak passes the variance (reference §4).
@@ -25,8 +29,10 @@ because a slow leak passes the variance (reference §4).
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,6 +52,7 @@ from pytest_apex.load.result import PlanResult, StageResult
 from pytest_apex.load.stages import ClosedStage
 from pytest_apex.load.verdict import judge_plan
 from pytest_apex.load.workers import LoadWorkerFailed, run_workers
+from pytest_apex.monitoring import ServerWindow
 from pytest_apex.recording import Check, CriteriaRecorder
 from pytest_apex.reporting.live import live_writer
 from pytest_apex.reporting.load_report import attach_load_report
@@ -60,9 +67,14 @@ from pytest_apex.suites.load_checks import (
     summary,
 )
 from pytest_apex.suites.load_fixtures import MemoryWatch
+from pytest_apex.suites.load_server import ServerView, describe_window, server_checks
 from pytest_apex.suites.load_watch import Watch, watching
 
 pytestmark = pytest.mark.load
+
+
+class ServerViewSkipped(UserWarning):
+    """The server's view of the load was not read (the message says why)."""
 
 
 def _run_plan(
@@ -98,6 +110,7 @@ def test_staged_users_hold_the_slos(
     apex_load_sessions: SessionFactory,
     apex_health_checks: dict[str, HealthCheck],
     apex_memory_sources: MemoryWatch,
+    apex_server_view: ServerView,
     request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
@@ -111,7 +124,28 @@ def test_staged_users_hold_the_slos(
     ):
         stages = _run_plan(plan, apex_load_sessions, apex_settings, writer)
     checks = _stage_checks(stages, watch, apex_app, thresholds, request, tmp_path)
-    apex_criteria.judge([*checks, *watch.availability(thresholds)])
+    server, windows = server_checks(stages, apex_server_view, thresholds)
+    for stage, window in zip(stages, windows, strict=False):
+        print(describe_window(stage, window))
+    if apex_server_view.skipped:
+        warnings.warn(
+            ServerViewSkipped(f"server criteria skipped: {apex_server_view.skipped}"), stacklevel=1
+        )
+    request.node.user_properties.append(
+        ("server_view", json.dumps([_window_summary(w) for w in windows]))
+    )
+    apex_criteria.judge([*checks, *server, *watch.availability(thresholds)])
+
+
+def _window_summary(window: ServerWindow) -> dict[str, object]:
+    return {
+        "started_at": round(window.started_at, 3),
+        "ended_at": round(window.ended_at, 3),
+        "p95_s": window.p95_s if math.isfinite(window.p95_s) else None,
+        "requests": window.requests if math.isfinite(window.requests) else None,
+        "alerts": [a.describe() for a in window.alerts],
+        "error": window.error,
+    }
 
 
 @pytest.mark.soak

@@ -369,6 +369,7 @@ def test_threshold_table_has_the_report_criteria() -> None:
         "load_interval_s": 0,
         "load_think_s": 1.0,
         "load_window_s": 10.0,
+        "prometheus_wait_s": 15.0,
         "load_agent_p95_s_max": 10.0,
         "canary_users": 8,
         "canary_stage_s": 8.0,

@@ -63,6 +63,9 @@ def test_load_suite_passes_on_the_clean_stack(
     names = {c["name"] for c in report["criteria"]}
     assert {"success_rate", "error_rate", "p95", "avg_response", "agent_final_event p95"} <= names
     assert {"availability backend", "availability auth", "availability frontend"} <= names
+    # The server's own view of every stage, from the stack's Prometheus, agreed.
+    server = [c for c in report["criteria"] if c["name"] in ("server_p95", "server_alerts")]
+    assert len(server) == 4, server
 
 
 def test_the_soak_passes_its_memory_gates_on_the_clean_stack(
@@ -90,6 +93,9 @@ def test_load_suite_fails_p95_on_slow_responses_naming_the_stage(
     assert failed.get(("p95", "10")) == "fail", failed
     assert failed.get(("p95", "25")) == "fail", failed
     result.stdout.fnmatch_lines(["*load p95 2.* s >= 2.00 s at 10 users (stage 1/2)*"])
+    # The server measured the same slowness itself: it is the app, not the generator.
+    assert failed.get(("server_p95", "10")) == "fail", failed
+    result.stdout.fnmatch_lines(["*load server_p95 * s >= 2.00 s at 10 users*the server counted*"])
 
 
 def test_load_suite_fails_the_error_rate_on_error_burst(
@@ -106,6 +112,30 @@ def test_load_suite_fails_the_error_rate_on_error_burst(
     assert {name for name, _ in failed} <= {"error_rate", "success_rate"}, failed
     result.stdout.fnmatch_lines(
         ["*load error_rate * >= 0.0100 at 25 users (stage 2/2): errors: 5xx*"]
+    )
+    # The stack's own rule saw the errors too, during the run: pending, since its `for:` is
+    # ten minutes, so named but not judged.
+    result.stdout.fnmatch_lines(
+        ["server view, stage 2/2 (25 users): *pending only: *ApexErrorRateHigh*"]
+    )
+
+
+def test_load_suite_fails_server_alerts_on_shared_context_naming_the_firing_rule(
+    pytester: pytest.Pytester, fault_stack: FaultStack
+) -> None:
+    """The original platform's bug under load: the backend catches its own misrouted events
+    and counts them, and the stack's ApexIsolationViolation rule fires within seconds."""
+    try:
+        urls = fault_stack.suite_urls("shared_context")
+        result, report = run_suite(pytester, LOAD_SUITE, urls, SHORT_STAGES)
+    finally:
+        fault_stack.reset_data()
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    failed = _failed(report)
+    assert failed.get(("server_alerts", "25")) == "fail", failed
+    result.stdout.fnmatch_lines(
+        ["*load server_alerts * > 0 at 25 users*firing: *ApexIsolationViolation*"]
     )
 
 
