@@ -9,7 +9,7 @@ ENV_FILE := fixtures/stack/.env.staging
 # pytest-xdist workers for the project's own tests; the stack tests share one stack.
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-plugin test-stack staging lint stack-up stack-down rollback clean
+.PHONY: setup test test-plugin test-stack staging report lint stack-up stack-down rollback clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,9 +21,22 @@ test: setup
 test-plugin:
 	$(PYTEST) tests/plugin $(PYTEST_ARGS)
 
-## Every suite against the reference stack (health, isolation, load, rollback).
+## Every suite against the reference stack (health, isolation, load, rollback), ending with
+## the HTML report (allure-report/index.html). The target's status is pytest's.
 staging: setup
-	$(PYTEST) tests/acceptance tests/isolation $(PYTEST_ARGS)
+	@status=0; \
+	$(PYTEST) tests/acceptance tests/isolation --alluredir allure-results --clean-alluredir \
+	  $(PYTEST_ARGS) || status=$$?; \
+	$(MAKE) --no-print-directory report || true; \
+	exit $$status
+
+## allure-results/ -> allure-report/index.html with Allure 3 (allurerc.mjs), then Allure's
+## quality gate (its status is the gate's: no failed, broken or inconclusive test).
+ALLURE := npx --no-install allure
+report:
+	$(ALLURE) generate allure-results
+	@echo "report: $(CURDIR)/allure-report/index.html"
+	$(ALLURE) quality-gate allure-results
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -97,8 +97,10 @@ def test_each_criterion_is_a_step_with_observed_and_threshold(allure_run: Path) 
     assert {p["name"]: p["value"] for p in steps[1]["parameters"]} == {
         "observed": "2.41 s",
         "threshold": "< 2.00 s",
+        "outcome": "fail",
         "stage": "at 150 users (stage 5/5)",
     }
+    assert {p["name"]: p["value"] for p in steps[0]["parameters"]}["outcome"] == "pass"
 
 
 @pytest.mark.parametrize("run", ["single", "xdist"])
@@ -134,6 +136,28 @@ def test_suites_are_epics(allure_run: Path) -> None:
         "test_skips_after_recording": ["isolation"],
         "test_uses_the_target": ["health"],
     }
+
+
+def test_suites_are_the_top_level_of_the_tree(allure_run: Path) -> None:
+    # Allure 3 files a test by its titlePath (allure-pytest: the file's directories first).
+    results = _results(allure_run)
+    assert results["test_p95"]["titlePath"] == ["load", "test_suites.py"]
+    assert results["test_uses_the_target"]["titlePath"] == ["health", "test_suites.py"]
+    labels = {(label["name"], label["value"]) for label in results["test_breaches"]["labels"]}
+    assert {("parentSuite", "isolation"), ("apex.suite", "isolation")} <= labels
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (["tests", "acceptance", "test_health.py"], ["health", "test_health.py"]),
+        (["tests", "test_health.py", "TestLogin"], ["health", "test_health.py", "TestLogin"]),
+        (["odd"], ["health", "odd"]),
+        ([], ["health"]),
+    ],
+)
+def test_suite_title_path(path: list[str], expected: list[str]) -> None:
+    assert allure_report.suite_title_path("health", path) == expected
 
 
 def test_allure_epics_option_selects_by_suite(allure_runs: dict[str, Path]) -> None:
