@@ -17,7 +17,7 @@ TIMED_TESTS := tests/proofs/test_isolation_proofs.py tests/proofs/test_load_proo
 	tests/proofs/test_rollback_proofs.py
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-plugin test-stack staging lint stack-up stack-down rollback clean
+.PHONY: setup test test-plugin test-stack staging report lint stack-up stack-down rollback clean
 
 setup:
 	@bash scripts/setup.sh
@@ -33,9 +33,25 @@ test: setup
 test-plugin:
 	$(PYTEST) tests/plugin $(PYTEST_ARGS)
 
-## Every suite against the reference stack (health, isolation, load, rollback).
+## Every suite against the reference stack (health, isolation, load, rollback), ending with
+## the HTML report (allure-report/index.html). The target's status is pytest's.
+## (The report's commands are spelled out, not `$(MAKE) report`: `make -n staging` would run
+## a recursive make's line, pytest included.)
 staging: setup
-	$(PYTEST) tests/acceptance tests/isolation $(PYTEST_ARGS)
+	@status=0; \
+	$(PYTEST) tests/acceptance tests/isolation --alluredir allure-results --clean-alluredir \
+	  $(PYTEST_ARGS) || status=$$?; \
+	$(REPORT) || true; \
+	exit $$status
+
+## allure-results/ -> allure-report/index.html with Allure 3 (allurerc.mjs), then Allure's
+## quality gate (its status is the gate's: no failed, broken or inconclusive test).
+ALLURE := npx --no-install allure
+REPORT := $(ALLURE) generate allure-results \
+  && echo "report: $(CURDIR)/allure-report/index.html" \
+  && $(ALLURE) quality-gate allure-results
+report:
+	$(REPORT)
 
 lint:
 	$(VENV)/bin/ruff check .

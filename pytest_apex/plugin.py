@@ -193,14 +193,16 @@ class ApexRun:
             dropped = set(map(id, twice))
             items[:] = [item for item in items if id(item) not in dropped]
             self.config.hook.pytest_deselected(items=twice)
-        # Suites become Allure epics. Added at collection (tryfirst), so `--allure-epics=load`,
-        # which allure-pytest applies in this same hook, can select by them.
+        # Suites become Allure epics and parent suites, the top level of the report's tree.
+        # Added at collection (tryfirst), so `--allure-epics=load`, which allure-pytest
+        # applies in this same hook, can select by them.
         if self.allure_dir is None:
             return
         for item in items:
             suite = recording.suite_of(item)
-            if suite and not allure_report.has_epic(item):
-                item.add_marker(allure_report.epic_marker(suite))
+            if suite and not allure_report.has_label(item, allure_report.SUITE_LABEL):
+                for marker in allure_report.suite_markers(item, suite):
+                    item.add_marker(marker)
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_makereport(

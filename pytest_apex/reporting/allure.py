@@ -36,6 +36,9 @@ CATEGORIES_FILE: Final = "categories.json"
 # The label that marks a test which ended inconclusive (also shown in the report).
 OUTCOME_LABEL: Final = "apex.outcome"
 INCONCLUSIVE: Final = "inconclusive"
+# The suite a test belongs to (health, isolation, load, rollback): hidden in the HTML report
+# (allurerc.mjs), it files the test under its suite whatever its epic says.
+SUITE_LABEL: Final = "apex.suite"
 
 # Allure assigns a failed or broken result to the first category whose regex matches its
 # message. Full-match-safe patterns (``[\s\S]*`` instead of ``.*``) work with both Allure 2
@@ -93,7 +96,8 @@ class CriterionInconclusive(Exception):
 
 
 def criterion_step(criterion: Criterion) -> None:
-    """Record a criterion as one Allure step, with observed and threshold as parameters.
+    """Record a criterion as one Allure step, with observed, threshold and outcome (pass, fail
+    or inconclusive) as parameters, so the report reads them without its raw JSON.
 
     The step is failed when the criterion failed, whether or not the test then asserts, so
     the report shows every breach even for `record`-only criteria; it is broken when the
@@ -105,6 +109,7 @@ def criterion_step(criterion: Criterion) -> None:
     params = {
         "observed": f"{format_number(criterion.observed)}{unit}",
         "threshold": f"{criterion.op} {format_number(criterion.threshold)}{unit}",
+        "outcome": criterion.outcome,
     }
     if criterion.stage:
         params["stage"] = criterion.stage.describe()
@@ -164,11 +169,59 @@ class InconclusiveStatus:
 
 def epic_marker(suite: str) -> pytest.MarkDecorator:
     """The marker allure-pytest reads as an epic label (what ``@allure.epic(suite)`` adds)."""
-    return pytest.mark.allure_label(suite, label_type="epic")
+    return label_marker(suite, "epic")
+
+
+def label_marker(value: str, label_type: str) -> pytest.MarkDecorator:
+    """The marker allure-pytest reads as a label of `label_type` (``@allure.label``)."""
+    return pytest.mark.allure_label(value, label_type=label_type)
 
 
 def has_epic(item: pytest.Item) -> bool:
-    return any(m.kwargs.get("label_type") == "epic" for m in item.iter_markers("allure_label"))
+    return has_label(item, "epic")
+
+
+def has_label(item: pytest.Item, label_type: str) -> bool:
+    return any(m.kwargs.get("label_type") == label_type for m in item.iter_markers("allure_label"))
+
+
+def suite_markers(item: pytest.Item, suite: str) -> list[pytest.MarkDecorator]:
+    """The labels that put a suite's test under its suite in the report.
+
+    The suite is the test's epic and parent suite (unless the test set its own: a project's
+    labels win) and, whatever those say, its ``apex.suite`` label, which `SuiteTitlePath`
+    reads to make the suite the top level of Allure 3's tree.
+    """
+    markers = [label_marker(suite, SUITE_LABEL)]
+    if not has_label(item, "epic"):
+        markers.append(epic_marker(suite))
+    if not has_label(item, "parentSuite"):
+        markers.append(label_marker(suite, "parentSuite"))
+    return markers
+
+
+class SuiteTitlePath:
+    """An allure-commons plugin: a suite's test is filed under its suite in Allure 3's tree.
+
+    Allure 3 builds its tree from each result's ``titlePath``, which allure-pytest makes of
+    the test file's path (``tests/acceptance/test_health.py``), so every suite sat in one
+    ``tests`` folder. The path becomes the suite, then the file and its classes.
+    """
+
+    @allure_commons.hookimpl
+    def report_result(self, result: Any) -> None:
+        suite = next(
+            (label.value for label in result.labels or () if label.name == SUITE_LABEL), None
+        )
+        if suite:
+            result.titlePath = suite_title_path(suite, list(result.titlePath or ()))
+
+
+def suite_title_path(suite: str, title_path: list[str]) -> list[str]:
+    """``[suite, file, classes...]`` from allure-pytest's ``[dirs..., file, classes...]``."""
+    files = [i for i, part in enumerate(title_path) if part.endswith(".py")]
+    rest = title_path[files[0] :] if files else title_path[-1:]
+    return [suite, *rest]
 
 
 def attach_text(name: str, text: str) -> None:
@@ -235,7 +288,7 @@ def install(config: pytest.Config) -> None:
     """Render criteria into, and redact, every Allure result this process writes, until the
     config is cleaned up."""
     config.pluginmanager.register(AllureCriteria(), "apex-allure")
-    for plugin in (ResultRedactor(), InconclusiveStatus()):
+    for plugin in (ResultRedactor(), InconclusiveStatus(), SuiteTitlePath()):
         allure_commons.plugin_manager.register(plugin)
         config.add_cleanup(functools.partial(allure_commons.plugin_manager.unregister, plugin))
 

@@ -37,6 +37,8 @@ from pytest_apex.health import (
 from pytest_apex.health.browser import AGENT_EVENT_TYPES, BrowserUnavailable, chat_round_trip
 from pytest_apex.health.config import compare_in_effect, compare_settings
 from pytest_apex.recording import Check, CriteriaRecorder
+from pytest_apex.reporting import allure as allure_report
+from pytest_apex.reporting.health_chart import response_time_chart
 from pytest_apex.settings import ApexSettings
 from pytest_apex.targets.base import ContainerInfo, Target
 
@@ -195,6 +197,7 @@ def test_health_endpoints_answer_within_the_threshold(
     # Twice the limit: a probe still unanswered by then has certainly missed it.
     budget_s = max(2 * limit, MIN_ANSWER_BUDGET_S)
     checks = []
+    probed: dict[str, tuple[probes.HealthProbe, ...]] = {}
     for name, (url, spec) in services.items():
         times = probes.ResponseTime(
             tuple(
@@ -215,6 +218,13 @@ def test_health_endpoints_answer_within_the_threshold(
                 detail=times.describe(),
                 samples=len(times.probes),
             )
+        )
+        probed[name] = times.probes
+    if allure_report.listening():
+        allure.attach(
+            response_time_chart(probed, limit, rule.op),
+            name="health response times",
+            attachment_type=allure.attachment_type.PNG,
         )
     apex_criteria.judge(checks)
 

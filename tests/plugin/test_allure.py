@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_apex.reporting import allure as allure_report
+from tests.conftest import ROOT
 from tests.plugin.conftest import ApexPytester, read_events, run_projects
 from tests.report_schema import assert_valid_report
 
@@ -97,8 +101,10 @@ def test_each_criterion_is_a_step_with_observed_and_threshold(allure_run: Path) 
     assert {p["name"]: p["value"] for p in steps[1]["parameters"]} == {
         "observed": "2.41 s",
         "threshold": "< 2.00 s",
+        "outcome": "fail",
         "stage": "at 150 users (stage 5/5)",
     }
+    assert {p["name"]: p["value"] for p in steps[0]["parameters"]}["outcome"] == "pass"
 
 
 @pytest.mark.parametrize("run", ["single", "xdist"])
@@ -134,6 +140,28 @@ def test_suites_are_epics(allure_run: Path) -> None:
         "test_skips_after_recording": ["isolation"],
         "test_uses_the_target": ["health"],
     }
+
+
+def test_suites_are_the_top_level_of_the_tree(allure_run: Path) -> None:
+    # Allure 3 files a test by its titlePath (allure-pytest: the file's directories first).
+    results = _results(allure_run)
+    assert results["test_p95"]["titlePath"] == ["load", "test_suites.py"]
+    assert results["test_uses_the_target"]["titlePath"] == ["health", "test_suites.py"]
+    labels = {(label["name"], label["value"]) for label in results["test_breaches"]["labels"]}
+    assert {("parentSuite", "isolation"), ("apex.suite", "isolation")} <= labels
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (["tests", "acceptance", "test_health.py"], ["health", "test_health.py"]),
+        (["tests", "test_health.py", "TestLogin"], ["health", "test_health.py", "TestLogin"]),
+        (["odd"], ["health", "odd"]),
+        ([], ["health"]),
+    ],
+)
+def test_suite_title_path(path: list[str], expected: list[str]) -> None:
+    assert allure_report.suite_title_path("health", path) == expected
 
 
 def test_allure_epics_option_selects_by_suite(allure_runs: dict[str, Path]) -> None:
@@ -292,3 +320,56 @@ def test_the_environment_names_the_faults_and_the_topology_only_when_set() -> No
         profile="ci", target=target, commit="abc", faults=("slow_redis",), topology="two_backends"
     )
     assert (chosen["apex.topology"], chosen["apex.faults"]) == ("two_backends", "slow_redis")
+
+
+# Skipped on a bare checkout; in CI (CI=true) missing node tools fail instead.
+needs_allure = pytest.mark.skipif(
+    (not (ROOT / "node_modules" / "allure").is_dir() or not shutil.which("npx"))
+    and not os.environ.get("CI"),
+    reason="node tools not installed (make setup installs them)",
+)
+
+
+def _allure(*args: str) -> subprocess.CompletedProcess[str]:
+    # From the repository root, so allurerc.mjs is the config, as under `make report`.
+    return subprocess.run(
+        ["npx", "--no-install", "allure", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+@needs_allure
+def test_allure3_renders_the_suites_at_the_top_and_the_gate_mirrors_the_verdict(
+    allure_run: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "allure-report"
+    generated = _allure("generate", str(allure_run), "-o", str(report))
+    assert generated.returncode == 0, generated.stdout + generated.stderr
+    tree = json.loads((report / "widgets" / "tree.json").read_text())
+    assert sorted(tree["groupsById"][g]["name"] for g in tree["root"]["groups"]) == [
+        "health",
+        "isolation",
+        "load",
+    ]
+    gate = _allure("quality-gate", str(allure_run))
+    output = re.sub(r"\x1b\[[0-9;]*m", "", gate.stdout + gate.stderr)
+    assert gate.returncode == 1, output
+    # 3 failed tests, and the 2 inconclusive ones fail the gate by a rule of their own.
+    assert "The number of failed tests 3 exceeds" in output
+    assert "The number of inconclusive tests 2 exceeds" in output
+
+
+@needs_allure
+def test_the_quality_gate_passes_a_run_that_passed(allure_run: Path, tmp_path: Path) -> None:
+    results = tmp_path / "allure-results"
+    results.mkdir()
+    for path in allure_run.glob("*-result.json"):
+        data = json.loads(path.read_text())
+        data.update(status="passed", steps=[], statusDetails={})
+        (results / path.name).write_text(json.dumps(data))
+    gate = _allure("quality-gate", str(results))
+    assert gate.returncode == 0, gate.stdout + gate.stderr
