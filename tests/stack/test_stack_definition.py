@@ -139,6 +139,29 @@ def test_migrate_is_a_limited_one_shot_job_the_app_services_wait_for(request, co
         )
 
 
+def test_tester_is_an_unprivileged_one_shot_job_only_its_profile_starts():
+    """The `tester` profile: absent from the stack `up` starts, a limited job with no port
+    on the stack network, as an unprivileged uid, writing to the mounted output folder."""
+    assert "tester" not in _config()["services"]  # `up` without the profile never starts it
+    spec = _config(env={"COMPOSE_PROFILES": "tester"})["services"]["tester"]
+    assert spec["profiles"] == ["tester"]
+    assert spec["image"] == "apex-stack/tester:staging"  # tagged like the app image
+    assert spec["build"] == {"context": str(STACK_DIR / ".tester"), "dockerfile": "Dockerfile"}
+    assert spec["user"] == "10004"
+    assert spec["healthcheck"] == {"disable": True}  # done is its exit code, not a health
+    assert "ports" not in spec
+    assert "depends_on" not in spec  # it joins a running stack; it starts none of it
+    assert [(v["source"], v["target"]) for v in spec["volumes"]] == [
+        (str(STACK_DIR / ".apex-tester"), "/out")
+    ]
+    limits = spec["deploy"]["resources"]["limits"]
+    assert float(limits["cpus"]) > 0
+    assert int(limits["memory"]) > 0
+    assert list(spec["networks"]) == ["apex"]
+    moved = _config(env={"COMPOSE_PROFILES": "tester", "APEX_TESTER_OUT": "/tmp/verdict"})
+    assert moved["services"]["tester"]["volumes"][0]["source"] == "/tmp/verdict"
+
+
 def test_images_run_as_non_root():
     for dockerfile in STACK_DIR.joinpath("images").glob("*.Dockerfile"):
         users = re.findall(r"^USER\s+(\S+)", dockerfile.read_text(), re.M)
