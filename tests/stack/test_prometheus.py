@@ -22,7 +22,21 @@ from tests.conftest import COMPOSE_FILE, STACK_DIR
 from tests.stack.conftest import isolation_violations, metric_families
 
 RULES = STACK_DIR / "prometheus" / "rules" / "apex.rules.yml"
-DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, float("inf")]
+DURATION_BUCKETS = [
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+    float("inf"),
+]
 # Long enough for a couple of DNS refreshes and scrapes (2 s each) on a busy machine.
 DEADLINE_S = 60.0
 
