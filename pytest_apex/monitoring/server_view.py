@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from pytest_apex.monitoring.prometheus import PrometheusAPI, PrometheusError, Sample
@@ -25,6 +25,8 @@ _POLL_S = 0.5
 class ActiveAlert:
     name: str
     state: str  # the worst state it reached in the window: pending or firing
+    # The rule's own labels (severity, issue, ...), without alertname and alertstate.
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         return f"{self.name} ({self.state})"
@@ -89,12 +91,17 @@ def read_window(
 
 def _worst_states(samples: list[Sample]) -> tuple[ActiveAlert, ...]:
     worst: dict[str, str] = {}
+    labels: dict[str, dict[str, str]] = {}
     for sample in samples:
         name = sample.labels.get("alertname", "?")
         state = sample.labels.get("alertstate", "pending")
         if _STATES.index(state) >= _STATES.index(worst.get(name, "pending")):
             worst[name] = state
-    return tuple(ActiveAlert(name, state) for name, state in sorted(worst.items()))
+        own = {k: v for k, v in sample.labels.items() if k not in ("alertname", "alertstate")}
+        labels.setdefault(name, {}).update(own)
+    return tuple(
+        ActiveAlert(name, state, labels.get(name, {})) for name, state in sorted(worst.items())
+    )
 
 
 def wait_evaluated(

@@ -4,7 +4,10 @@ Each check the suites already know how to make becomes a `Measurement` of the ki
 it would reveal (a row of the decision matrix). A check that could not run, or stands on too
 few samples, stays inconclusive: nothing here turns "no data" into a pass. The latency of
 the candidate is also judged against the baseline's from the same short stage (a one-sided
-Mann-Whitney test, `pytest_apex.rollback.canary`).
+Mann-Whitney test, `pytest_apex.rollback.canary`). Where the app describes its monitoring,
+the server's own view of the candidate's stage counts too: its p95 (a performance
+degradation) and every alert firing during it, of the kind its rule's ``issue`` label names
+when the decision matrix knows that kind (an unhealthy service otherwise).
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from pytest_apex.load.stages import ClosedStage
 from pytest_apex.recording import Check
 from pytest_apex.rollback.analysis import Measurement, measurement_from_criterion
 from pytest_apex.rollback.canary import compare_latencies
+from pytest_apex.rollback.matrix import DecisionMatrix
 from pytest_apex.settings import Thresholds
 from pytest_apex.suites.isolation_checks import agent_checks
 from pytest_apex.suites.load_checks import NOT_RESPONSE_TIMES
+from pytest_apex.suites.load_server import ServerView, server_checks
 
 SUITE: Final = "rollback"
 MIN_LATENCIES: Final = 20
@@ -191,6 +196,42 @@ def load_measurements(
         measurement_of(error_check, "error_rate"),
         comparison.to_measurement("canary latency vs baseline"),
     ]
+
+
+# The label of an alert rule naming the decision matrix's kind of issue it reveals.
+ISSUE_LABEL: Final = "issue"
+ALERT_KIND_DEFAULT: Final = "unhealthy_service"
+
+
+def server_measurements(
+    stage: StageResult, view: ServerView, thresholds: Thresholds, matrix: DecisionMatrix
+) -> list[Measurement]:
+    """The server's view of the candidate's stage: its p95, and each alert firing in it."""
+    checks, windows = server_checks([stage], view, thresholds)
+    by_name = {check.name: check for check in checks}
+    measured: list[Measurement] = []
+    if "server_p95" in by_name:
+        measured.append(measurement_of(by_name["server_p95"], "performance_degradation", "canary "))
+    alerts = by_name.get("server_alerts")
+    if alerts is None:
+        return measured
+    firing = [a for w in windows for a in w.alerts if a.state == "firing"]
+    if alerts.inconclusive or not firing:
+        measured.append(measurement_of(alerts, ALERT_KIND_DEFAULT, "canary "))
+    for alert in firing:
+        kind = alert.labels.get(ISSUE_LABEL, "")
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
+        measured.append(
+            Measurement(
+                f"canary alert {alert.name}",
+                kind if kind in matrix.kinds else ALERT_KIND_DEFAULT,
+                "fail",
+                f"firing during the canary stage ({labels})",
+                observed=1.0,
+                threshold=0.0,
+            )
+        )
+    return measured
 
 
 MakeUsers = Callable[[int], Awaitable[list[Any]]]

@@ -49,16 +49,19 @@ from pytest_apex.recording import Check, CriteriaRecorder
 from pytest_apex.rollback.analysis import Decision, decide
 from pytest_apex.rollback.deploy import ContractRefused, DeployError, ReadRelease, refuse_contract
 from pytest_apex.rollback.integrity import Snapshot, compare
+from pytest_apex.rollback.matrix import DecisionMatrix
 from pytest_apex.rollback.rows import active_connections, snapshot
 from pytest_apex.settings import ApexSettings, Thresholds, settings_key
 from pytest_apex.suites.load_checks import NOT_RESPONSE_TIMES
 from pytest_apex.suites.load_fixtures import RouteCheck
+from pytest_apex.suites.load_server import server_view
 from pytest_apex.suites.rollback_canary import (
     canary_stage,
     health_measurements,
     isolation_measurements,
     load_checks,
     load_measurements,
+    server_measurements,
 )
 from pytest_apex.suites.rollback_data import (
     Written,
@@ -272,6 +275,15 @@ async def _analyse(
         measurements = await asyncio.to_thread(health_measurements, checks)
     candidate_stage = await canary_stage(sessions, thresholds, engine)
     measurements += load_measurements(baseline_stage, candidate_stage, thresholds)
+    view = server_view(app, endpoints)
+    try:
+        matrix = settings.decision_matrix or DecisionMatrix.default()
+        measurements += await asyncio.to_thread(
+            server_measurements, candidate_stage, view, thresholds, matrix
+        )
+    finally:
+        if view.api is not None:
+            view.api.close()
     if app.capabilities.agent_runs:
         offset = 1000
 

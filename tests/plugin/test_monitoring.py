@@ -14,8 +14,11 @@ from pytest_apex.criteria import Stage
 from pytest_apex.load.generator import GeneratorHealth
 from pytest_apex.load.result import StageResult, merge_stages
 from pytest_apex.monitoring import PrometheusAPI, PrometheusError, read_window, wait_evaluated
+from pytest_apex.rollback.analysis import decide
+from pytest_apex.rollback.matrix import DecisionMatrix
 from pytest_apex.settings import Thresholds
 from pytest_apex.suites.load_server import ServerView, describe_window, server_checks, server_view
+from pytest_apex.suites.rollback_canary import server_measurements
 
 HISTOGRAM = "http_request_duration_seconds"
 SELECTOR = 'job="api"'
@@ -225,3 +228,33 @@ def test_the_terminal_line_puts_the_servers_p95_beside_the_generators() -> None:
         "server view, stage 1/1 (10 users): p95 0.042 s (generator none), 480 answers; "
         "alerts firing: none; pending only: ApiMemory"
     )
+
+
+def _canary(fake: FakePrometheus) -> dict[str, Any]:
+    thresholds = Thresholds({"prometheus_wait_s": 0.0})
+    view = ServerView(_api(fake), MONITORING)
+    measured = server_measurements(_stage(), view, thresholds, DecisionMatrix.default())
+    return {m.name: m for m in measured}
+
+
+def test_the_canary_judges_each_firing_alert_as_the_issue_its_rule_names() -> None:
+    alerts = _vector(
+        ({"alertname": "ApiLeak", "alertstate": "firing", "issue": "isolation_failure"}, 1.0),
+        ({"alertname": "ApiOdd", "alertstate": "firing", "issue": "not_a_kind"}, 1.0),
+        ({"alertname": "ApiMemory", "alertstate": "pending", "issue": "memory_leak"}, 1.0),
+    )
+    measured = _canary(_fake(alerts=alerts))
+    assert measured["canary alert ApiLeak"].kind == "isolation_failure"
+    assert measured["canary alert ApiLeak"].outcome == "fail"
+    assert "issue=isolation_failure" in measured["canary alert ApiLeak"].detail
+    # A kind the decision matrix does not know is judged as an unhealthy service.
+    assert measured["canary alert ApiOdd"].kind == "unhealthy_service"
+    assert "canary alert ApiMemory" not in measured  # pending only
+    assert measured["canary server_p95"].kind == "performance_degradation"
+    assert measured["canary server_p95"].outcome == "pass"
+
+
+def test_a_canary_without_firing_alerts_passes_its_server_alerts() -> None:
+    measured = _canary(_fake())
+    assert measured["canary server_alerts"].outcome == "pass"
+    assert decide(measured.values()).action == "promote"

@@ -370,10 +370,14 @@ def test_a_run_removes_the_stack_a_crashed_run_left_and_only_that(small: Project
         result = small.run()
         result.assert_outcomes(passed=1)
         output = result.stdout.str() + result.stderr.str()
-        assert (
-            f"removing stack {crashed} left behind by a crashed run: "
-            f"its run (pid {doomed.pid}) is gone"
-        ) in output
+        # Every run of this host reaps at its start: beside another xdist worker starting
+        # stacks of its own, that run may be the one to remove it, and says so in its output.
+        beside_others = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") != "1"
+        if f"removing stack {crashed}" in output or not beside_others:
+            assert (
+                f"removing stack {crashed} left behind by a crashed run: "
+                f"its run (pid {doomed.pid}) is gone"
+            ) in output
         assert_gone(crashed)
         assert alive not in output
         assert containers_of(alive)
