@@ -110,11 +110,13 @@ class HealthProbe:
 
 
 def probe(client: httpx.Client, url: str) -> HealthProbe:
-    """One GET of a health endpoint; a connection error or timeout is recorded, not raised."""
+    """One GET of a health endpoint; a connection error, a timeout or anything else the
+    client raised is recorded, not raised: a probe's failure is an unhealthy answer, and the
+    availability prober that calls it must go on probing."""
     started = time.perf_counter()
     try:
         response = client.get(url)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # not only httpx.HTTPError: h11 and ssl errors escape it too
         return HealthProbe(url, 0, "", time.perf_counter() - started, error=repr(exc))
     return _answer(url, response, time.perf_counter() - started)
 

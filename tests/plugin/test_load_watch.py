@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from pytest_apex.app.model import HealthRoute
-from pytest_apex.health import probes
 from pytest_apex.load.availability import AvailabilityProber, availability_checks
 from pytest_apex.load.memory import (
     ContainerMemory,
@@ -136,11 +135,7 @@ def test_availability_counts_an_outage_with_when_and_why(
 
 def test_availability_of_a_service_that_never_answers_is_zero() -> None:
     route = HealthRoute("/health", "health+json")
-    # The client of the httpx module the probe catches errors of. Beside in-process pytester
-    # runs on one xdist worker (they drop the modules first imported during them), this
-    # module's `httpx` has been seen to be another copy: its ConnectError then escaped the
-    # probe's `except httpx.HTTPError` and stopped the prober (make test, phase one, CI).
-    with probes.httpx.Client(timeout=0.5) as client:
+    with httpx.Client(timeout=0.5) as client:
         # Port 9 (discard) on loopback: nothing listens, the connection is refused.
         check = RouteCheck(client, "http://127.0.0.1:9/health", route)
         with AvailabilityProber({"auth": check}, 0.01, max_s=30.0) as prober:

@@ -113,11 +113,10 @@ def test_load_suite_fails_the_error_rate_on_error_burst(
     result.stdout.fnmatch_lines(
         ["*load error_rate * >= 0.0100 at 25 users (stage 2/2): errors: 5xx*"]
     )
-    # The stack's own rule saw the errors too, during the run: pending, since its `for:` is
-    # ten minutes, so named but not judged.
-    result.stdout.fnmatch_lines(
-        ["server view, stage 2/2 (25 users): *pending only: *ApexErrorRateHigh*"]
-    )
+    # The server counted the stage's answers itself (whether its 2 % error-rate rule goes
+    # pending within 16 s depends on how the burst fell: not asserted; a rule firing is the
+    # shared_context proof's).
+    result.stdout.fnmatch_lines(["server view, stage 2/2 (25 users): p95 * s (generator *answers*"])
 
 
 def test_load_suite_fails_server_alerts_on_shared_context_naming_the_firing_rule(
