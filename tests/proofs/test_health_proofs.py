@@ -283,7 +283,8 @@ def test_health_suite_fails_liveness_and_health_response_of_a_backend_out_of_ser
     result.stdout.fnmatch_lines(
         [
             "*health backend.liveness 0 != 1: *",
-            "*health backend.health_response 1.0? s > 0.500 s: *: no answer within 1 s*",
+            # The probe gives up after 1 s; on a busy machine its time reads a little more.
+            "*health backend.health_response * s > 0.500 s: *: no answer within 1 s*",
         ]
     )
 
