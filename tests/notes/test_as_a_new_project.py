@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import sysconfig
 import venv
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.notes.markers import NOTES_STACK
+from tests.wheel import build_wheel
 
 pytestmark = NOTES_STACK
 
@@ -37,22 +37,9 @@ RUN_TIMEOUT_S: Final = 600
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty project with the wheel installed, the Notes description in pyproject.toml."""
     base = tmp_path_factory.mktemp("new-project")
-    wheels = base / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--quiet",
-            "-w",
-            str(wheels),
-            str(ROOT),
-        ],
-        check=True,
-        timeout=RUN_TIMEOUT_S,
-    )
+    # Built from a copy of the project: an in-place build writes build/ in the checkout, and
+    # two at once (this module on each xdist worker) race in it.
+    wheel = build_wheel(base)
     env_dir = base / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
@@ -64,7 +51,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "install",
             "--quiet",
             "--no-deps",
-            *map(str, wheels.glob("*.whl")),
+            str(wheel),
         ],
         check=True,
         timeout=RUN_TIMEOUT_S,
