@@ -45,6 +45,14 @@ class ServerWindow:
     alerts_read: bool = False
     error: str = ""
 
+    @property
+    def firing(self) -> list[str]:
+        return [a.name for a in self.alerts if a.state == "firing"]
+
+    @property
+    def pending_only(self) -> list[str]:
+        return [a.name for a in self.alerts if a.state != "firing"]
+
 
 def _matchers(selector: str) -> str:
     return "{" + selector + "}" if selector else ""

@@ -123,8 +123,7 @@ def _stage_checks(
     )
     checks = [p95]
     if monitoring.alerts is not None:
-        firing = [a.name for a in window.alerts if a.state == "firing"]
-        pending = [a.name for a in window.alerts if a.state != "firing"]
+        firing, pending = window.firing, window.pending_only
         seen = [f"firing: {', '.join(firing)}"] if firing else []
         seen += [f"pending only: {', '.join(pending)}"] if pending else []
         checks.append(
@@ -148,8 +147,7 @@ def describe_window(stage: StageResult, window: ServerWindow) -> str:
         return head + f"unread: {window.error}"
     client = stage_row(stage, exclude=NOT_RESPONSE_TIMES)["p95_s"]
     generator = f"{client:.3f} s" if isinstance(client, float) else "none"
-    firing = [a.name for a in window.alerts if a.state == "firing"]
-    pending = [a.name for a in window.alerts if a.state != "firing"]
+    firing, pending = window.firing, window.pending_only
     return head + (
         f"p95 {window.p95_s:.3f} s (generator {generator}), {window.requests:.0f} answers; "
         f"alerts firing: {', '.join(firing) or 'none'}; "
