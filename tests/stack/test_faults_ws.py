@@ -230,26 +230,48 @@ def test_late_fanout_sends_a_run_summary_to_another_user_after_the_run(fault_sta
 
 # --- overflow_shared --------------------------------------------------------------------
 
-FILLERS, RUNS_PER_FILLER = 3, 70  # 210 runs in flight: past MAX_CONCURRENT_REQUESTS (200)
+# A small run limit held by slow runs: "every slot taken" lasts seconds, so the test waits
+# for it (the backend's own count) instead of hoping 200 fast runs overlap on a busy host.
+RUN_LIMIT, STEP_MS = 4, 1500
+OVERFLOW_ENV = {
+    "APEX_MAX_CONCURRENT_REQUESTS": str(RUN_LIMIT),
+    "APEX_AGENT_LATENCY_MS": str(STEP_MS),
+}
+FILLERS, RUNS_PER_FILLER = 2, RUN_LIMIT // 2  # together exactly the limit
+SLOTS_FULL_TIMEOUT_S = 20
+
+
+async def _runs_in_slots(http: httpx.AsyncClient, backend: str) -> tuple[int, int]:
+    isolation = (await http.get(f"{backend}/health/config")).json()["isolation"]
+    assert isolation["max_concurrent_requests"] == RUN_LIMIT, isolation
+    return int(isolation["runs_running"]), int(isolation["runs_queued"])
+
+
+async def _slots_full(http: httpx.AsyncClient, backend: str) -> None:
+    deadline = time.monotonic() + SLOTS_FULL_TIMEOUT_S
+    while (running := (await _runs_in_slots(http, backend))[0]) < RUN_LIMIT:
+        assert time.monotonic() < deadline, f"only {running} of {RUN_LIMIT} slots ever taken"
+        await asyncio.sleep(0.05)  # polling interval of a condition with a deadline
 
 
 async def _past_the_limit(endpoints: dict[str, str]) -> list[str]:
-    """Fillers take every run slot; then Alice and Bob start three runs each at once."""
+    """Fillers take every run slot; once the backend says so, Alice and Bob start three
+    runs each at once. Clean, theirs queue (a positive control: the backend counts them
+    queued); under the fault they are served at once on the shared agent, and mix."""
     async with httpx.AsyncClient(timeout=60) as http:
         clients, threads = await _users(http, endpoints, FILLERS + 2, "of")
         sockets = list(await asyncio.gather(*(c.connect() for c in clients)))
         fillers, (sa, sb) = sockets[:FILLERS], sockets[FILLERS:]
         texts = {c.user_id: canary(c.email[:6]) for c in clients}
         try:
-            # Sent without waiting for each answer, so all are in flight at once.
             filler_runs = await asyncio.gather(
                 *(
-                    asyncio.gather(
-                        *(s.start(f"{texts[s.client.user_id]} {i}") for i in range(RUNS_PER_FILLER))
-                    )
+                    s.start(f"{texts[s.client.user_id]} {i}")
                     for s in fillers
+                    for i in range(RUNS_PER_FILLER)
                 )
             )
+            await _slots_full(http, endpoints["backend"])
 
             async def three(socket: Socket, thread: str) -> list[str]:
                 text = texts[socket.client.user_id]
@@ -258,15 +280,17 @@ async def _past_the_limit(endpoints: dict[str, str]) -> list[str]:
             runs_a, runs_b = await asyncio.gather(
                 three(sa, threads[FILLERS]), three(sb, threads[FILLERS + 1])
             )
+            running, queued = await _runs_in_slots(http, endpoints["backend"])
+            past = running - RUN_LIMIT + queued
             # Every run ends; under the fault a run's events (its terminal one included)
             # may reach another of these users, so the ends are looked for on all sockets.
-            runs = {r for rs in (*filler_runs, runs_a, runs_b) for r in rs}
+            runs = {*filler_runs, *runs_a, *runs_b}
             ended = await _all_ended(sockets, runs, timeout=60)
             incomplete = [f"run {r} never ended on any socket" for r in runs - ended]
-            # Every socket is read: which runs land past the limit depends on timing (on a
-            # busy host the fillers' first runs may end before the last start), and any two
-            # users' runs served there mix, fillers' included.
-            return [leak for s in sockets for leak in _leaks(s, clients, texts)] + incomplete
+            unproven = [] if past > 0 else [f"no run went past the limit ({running} running)"]
+            return [leak for s in sockets for leak in _leaks(s, clients, texts)] + (
+                incomplete + unproven
+            )
         finally:
             await asyncio.gather(*(s.close() for s in sockets))
 
@@ -282,10 +306,10 @@ async def _all_ended(sockets: list[Socket], runs: set[str], timeout: float) -> s
 
 
 def test_overflow_shared_mixes_users_only_past_the_run_limit(fault_stack):
-    clean = _run(_past_the_limit, fault_stack.switch())
+    clean = _run(_past_the_limit, fault_stack.switch(env=OVERFLOW_ENV))
     assert clean == [], clean
-    leaks = _run(_past_the_limit, fault_stack.switch("overflow_shared"))
+    leaks = _run(_past_the_limit, fault_stack.switch("overflow_shared", env=OVERFLOW_ENV))
     assert any(" got " in leak for leak in leaks), (
-        "runs past MAX_CONCURRENT_REQUESTS stayed isolated under overflow_shared"
+        f"runs past MAX_CONCURRENT_REQUESTS stayed isolated under overflow_shared: {leaks}"
     )
     fault_stack.reset_data()  # the shared agent instance is in agent_executions now
