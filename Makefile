@@ -12,7 +12,7 @@ ENV_FILE := fixtures/stack/.env.staging
 # The suites' timed proofs (isolation, load, rollback) judge latencies and run deadlines:
 # they run alone, after, so no other test's containers share the two cores with them.
 TEST_WORKERS ?= 2
-UNTIMED_TESTS := tests/plugin tests/stack tests/notes tests/proofs/test_health_proofs.py
+UNTIMED_TESTS := tests/plugin tests/stack tests/notes tests/ray tests/proofs/test_health_proofs.py
 TIMED_TESTS := tests/proofs/test_isolation_proofs.py tests/proofs/test_load_proofs.py \
 	tests/proofs/test_rollback_proofs.py
 PYTEST_ARGS ?=

@@ -171,6 +171,8 @@ class ApexRun:
             line += f", topology {settings.topology}"
         if settings.faults:
             line += f", faults {','.join(settings.faults)}"
+        if settings.executor != "local":
+            line += f", executor {settings.executor} at {settings.ray_address or 'a new instance'}"
         overridden = sorted(settings.thresholds.overridden)
         if overridden:
             values = ", ".join(f"{n}={settings.thresholds[n]}" for n in overridden)

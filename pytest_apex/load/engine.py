@@ -564,8 +564,15 @@ async def run_plan(
     worker: tuple[int, int] = (0, 1),
     getrlimit: Callable[[int], tuple[int, int]] = resource.getrlimit,
     start_at: float | None = None,
+    barrier: Callable[[], Awaitable[None]] | None = None,
+    on_stage: Callable[[StageResult], None] | None = None,
 ) -> PlanResult:
-    """Run every stage of `plan` in order; `worker=(i, n)` runs worker i's share of each."""
+    """Run every stage of `plan` in order; `worker=(i, n)` runs worker i's share of each.
+
+    The first stage starts at `start_at` on the clock (workers of one machine), or once
+    `barrier` returns (workers of several, whose clocks are not comparable). `on_stage`
+    gets each stage's result as soon as it is measured, so a worker that dies later still
+    delivered the stages before."""
     index, workers = worker
     shares = [stage.share(index, workers) if workers > 1 else stage for stage in plan]
     check_open_files(shares, 1, getrlimit=getrlimit)
@@ -576,6 +583,8 @@ async def run_plan(
             await probe(factory, settings.probe_timeout_s)
         if start_at is not None:
             await clock.sleep(max(0.0, start_at - clock.now()))
+        if barrier is not None:
+            await barrier()
         results = []
         for number, (stage, share) in enumerate(zip(plan, shares, strict=True), start=1):
             results.append(
@@ -593,6 +602,8 @@ async def run_plan(
                     description=stage.describe(),
                 )
             )
+            if on_stage is not None:
+                on_stage(results[-1])
         return PlanResult(results)
     finally:
         await factory.close()

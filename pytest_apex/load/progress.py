@@ -13,9 +13,12 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from pytest_apex.load.result import StageResult
 
 Writer = Callable[[str, bool], None]
 
@@ -77,3 +80,42 @@ def terminal_writer(stream: TextIO | None = None, *, log_every_s: float = 10.0) 
 
 def silent(line: str, final: bool) -> None:
     """A writer that writes nothing (worker processes report to their parent instead)."""
+
+
+def combined(snapshots: Mapping[int, Snapshot]) -> Snapshot:
+    """One live line for a stage several workers run: their users and counts summed."""
+    parts = list(snapshots.values())
+    first = parts[0]
+    p95s = [p.p95_s for p in parts if not math.isnan(p.p95_s)]
+    return Snapshot(
+        first.stage,
+        first.stages,
+        first.description,
+        sum(p.users for p in parts),
+        max(p.elapsed_s for p in parts),
+        first.duration_s,
+        sum(p.completed for p in parts),
+        sum(p.errors for p in parts),
+        max(p95s) if p95s else math.nan,  # the worst worker's: a live line, not a verdict
+        sum(p.dropped for p in parts),
+    )
+
+
+def final_line(result: StageResult, writer: Writer) -> None:
+    """The stage's last line, from its (merged) result."""
+    latency = result.latency()
+    writer(
+        Snapshot(
+            result.index,
+            result.count,
+            result.description,
+            result.reached,
+            result.elapsed_s,
+            result.duration_s,
+            result.completed,
+            sum(result.errors.values()),
+            latency.p95_s,
+            result.dropped,
+        ).line(),
+        True,
+    )

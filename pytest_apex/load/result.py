@@ -50,6 +50,9 @@ class StageResult:
     # of the same window from its monitoring.
     started_at: float = math.nan
     ended_at: float = math.nan
+    # Workers whose share of the stage is missing (one that died, say, named with its
+    # node): such a stage measured less than its load, so it judges nothing.
+    lost: tuple[str, ...] = ()
 
     @property
     def reached_target(self) -> bool:
@@ -108,6 +111,7 @@ class StageResult:
             "peak_users": self.peak_users,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
+            "lost": list(self.lost),
         }
 
     @classmethod
@@ -131,6 +135,7 @@ class StageResult:
             peak_users=data["peak_users"],
             started_at=data.get("started_at", math.nan),
             ended_at=data.get("ended_at", math.nan),
+            lost=tuple(data.get("lost", ())),
         )
         for name, op in data["ops"].items():
             result.ops[name] = OpMeasurements()
@@ -175,6 +180,7 @@ def merge_stages(
         merged.ended_at = -_nan_min(-merged.ended_at, -part.ended_at)
         if part.stopped_by == "max_requests":
             merged.stopped_by = "max_requests"
+        merged.lost += part.lost
     merged.workers = sum(part.workers for part in parts)
     if targets is not None:
         merged.target, merged.description = targets

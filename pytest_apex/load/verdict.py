@@ -13,7 +13,8 @@ which the recorder, the verdict and the reporters already understand. A criterio
   p99: 100), a rate threshold r needs ``1 / r`` (error rate < 1 %: 100), so the threshold is
   at least resolvable;
 * the stage never reached its target (users that never all ran, a cap that cut it short);
-* the generator was saturated (latency and throughput only: it measured itself).
+* the generator was saturated (latency and throughput only: it measured itself);
+* a worker's share is missing (`StageResult.lost`: a worker that died during the stage).
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def _breached(value: float, op: Op, limit: float) -> bool:
 
 
 def _stage_reasons(result: StageResult, threshold: Threshold) -> list[str]:
-    reasons = []
+    reasons = [f"{lost}: the stage measured only the other workers' share" for lost in result.lost]
     if not result.reached_target:
         what = "users" if result.model == "closed" else "scheduled sessions"
         why = "its request cap stopped it" if result.stopped_by == "max_requests" else "it ended"

@@ -31,8 +31,8 @@ from pytest_apex.load.engine import (
     probe,
     run,
 )
-from pytest_apex.load.progress import Snapshot, Writer, silent
-from pytest_apex.load.result import PlanResult, StageResult, merge_plans
+from pytest_apex.load.progress import Snapshot, Writer, combined, final_line, silent
+from pytest_apex.load.result import PlanResult, merge_plans
 from pytest_apex.load.stages import Stage
 
 START_TIMEOUT_S = 60.0  # for every worker to import and report ready
@@ -73,24 +73,6 @@ def _worker_main(
         channel.put(("result", worker, result.encode()))
     except BaseException as exc:
         channel.put(("error", worker, (type(exc).__name__, str(exc))))
-
-
-def _combined(snapshots: dict[int, Snapshot]) -> Snapshot:
-    parts = list(snapshots.values())
-    first = parts[0]
-    p95s = [p.p95_s for p in parts if not math.isnan(p.p95_s)]
-    return Snapshot(
-        first.stage,
-        first.stages,
-        first.description,
-        sum(p.users for p in parts),
-        max(p.elapsed_s for p in parts),
-        first.duration_s,
-        sum(p.completed for p in parts),
-        sum(p.errors for p in parts),
-        max(p95s) if p95s else math.nan,  # the worst worker's: a live line, not a verdict
-        sum(p.dropped for p in parts),
-    )
 
 
 def _probe_once(factory: SessionFactory, timeout_s: float) -> None:
@@ -173,7 +155,7 @@ def run_workers(
                 snapshots = live.setdefault(payload.stage, {})
                 snapshots[worker] = payload
                 if time.monotonic() - last_line >= settings.progress_interval_s:
-                    writer(_combined(snapshots).line(), False)
+                    writer(combined(snapshots).line(), False)
                     last_line = time.monotonic()
             elif kind == "result":
                 results[worker] = PlanResult.decode(payload)
@@ -195,24 +177,5 @@ def run_workers(
     for stage, result in zip(plan, merged.stages, strict=True):
         result.target = stage.target
         result.description = stage.describe()
-        _final_line(result, writer)
+        final_line(result, writer)
     return merged
-
-
-def _final_line(result: StageResult, writer: Writer) -> None:
-    latency = result.latency()
-    writer(
-        Snapshot(
-            result.index,
-            result.count,
-            result.description,
-            result.reached,
-            result.elapsed_s,
-            result.duration_s,
-            result.completed,
-            sum(result.errors.values()),
-            latency.p95_s,
-            result.dropped,
-        ).line(),
-        True,
-    )

@@ -21,6 +21,9 @@ InconclusivePolicy = Literal["fail", "pass"]
 INCONCLUSIVE_POLICIES: Final[tuple[InconclusivePolicy, ...]] = ("fail", "pass")
 DEFAULT_INCONCLUSIVE: Final[InconclusivePolicy] = "fail"
 DEFAULT_LOAD_WORKERS: Final = 1
+Executor = Literal["local", "ray"]
+EXECUTORS: Final[tuple[Executor, ...]] = ("local", "ray")
+DEFAULT_EXECUTOR: Final[Executor] = "local"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class ApexSettings:
     topology: str = ""
     # Load generator processes (`--apex-load-workers`): one drives about one core.
     load_workers: int = DEFAULT_LOAD_WORKERS
+    # Where the load workers run (`--apex-executor`): processes of this machine, or actors
+    # of the Ray cluster at `ray_address` ("" starts a Ray instance of this machine).
+    executor: Executor = DEFAULT_EXECUTOR
+    ray_address: str = ""
     # The rollback decision matrix (`--apex-decision-matrix`): the shipped one, or a user's
     # file merged over it (`pytest_apex.rollback.matrix`), read and validated once here.
     decision_matrix: DecisionMatrix = field(default_factory=DecisionMatrix.default)

@@ -16,9 +16,11 @@ import pytest
 from pytest_apex.exitstatus import INCONCLUSIVE_EXIT
 from pytest_apex.reference import FAULTS_ENV, KNOWN_FAULTS
 from pytest_apex.settings.model import (
+    DEFAULT_EXECUTOR,
     DEFAULT_INCONCLUSIVE,
     DEFAULT_LOAD_WORKERS,
     DEFAULT_REPORT,
+    EXECUTORS,
     INCONCLUSIVE_POLICIES,
     ApexSettings,
 )
@@ -190,6 +192,26 @@ OPTIONS: Final[tuple[ApexOption, ...]] = (
         default=f"`{DEFAULT_LOAD_WORKERS}`",
     ),
     ApexOption(
+        "--apex-executor",
+        "apex_executor",
+        "where the load workers run: processes of this machine (`local`), or actors of a Ray "
+        "cluster (`ray`, one per node, the optional extra `pytest-apex[ray]`), whose "
+        "histograms merge exactly and whose thresholds are judged once, here",
+        choices=EXECUTORS,
+        default=f"`{DEFAULT_EXECUTOR}`",
+        details="with `ray`, a worker that dies during a stage makes that stage inconclusive, "
+        "naming its node; asking for `ray` without Ray installed stops the run at start",
+    ),
+    ApexOption(
+        "--apex-ray-address",
+        "apex_ray_address",
+        "the Ray cluster for `--apex-executor ray`: `auto`, `ray://HOST:10001`, `HOST:PORT` "
+        "of its head, or empty to start a Ray instance of this machine for the run",
+        metavar="ADDRESS",
+        default="empty: an instance of this machine, on 127.0.0.1",
+        details="an address that does not answer stops the run at start, naming it",
+    ),
+    ApexOption(
         "--apex-decision-matrix",
         "apex_decision_matrix",
         "the rollback decision matrix: a TOML file merged over the shipped one, row by row "
@@ -241,6 +263,8 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         seed=option.apex_seed,
         topology=option.apex_topology,
         load_workers=option.apex_load_workers,
+        executor=option.apex_executor,
+        ray_address=option.apex_ray_address,
         decision_matrix=option.apex_decision_matrix,
     )
     ini_value: Callable[[str], Any] = config.getini
@@ -260,6 +284,8 @@ def settings_from_pytest_config(config: pytest.Config) -> ApexSettings:
         seed=ini_value("apex_seed") or None,
         topology=ini_value("apex_topology") or None,
         load_workers=ini_value("apex_load_workers") or None,
+        executor=ini_value("apex_executor") or None,
+        ray_address=ini_value("apex_ray_address") or None,
         decision_matrix=ini_value("apex_decision_matrix") or None,
     )
     return resolve(cli, ini, rootdir=config.rootpath, project_dir=ini_base, environ=os.environ)

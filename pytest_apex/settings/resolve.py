@@ -8,7 +8,8 @@ values so it can be tested (and reused) without a pytest session.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import importlib.util
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -21,11 +22,14 @@ from pytest_apex.app import AppDescription, DescriptionError, find_description, 
 from pytest_apex.reference import reference_description
 from pytest_apex.rollback.matrix import DecisionMatrix, MatrixError
 from pytest_apex.settings.model import (
+    DEFAULT_EXECUTOR,
     DEFAULT_INCONCLUSIVE,
     DEFAULT_LOAD_WORKERS,
     DEFAULT_REPORT,
+    EXECUTORS,
     INCONCLUSIVE_POLICIES,
     ApexSettings,
+    Executor,
     InconclusivePolicy,
 )
 from pytest_apex.settings.thresholds import (
@@ -64,6 +68,8 @@ OPTION_KEYS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "seed": ("--apex-seed", "apex_seed"),
         "topology": ("--apex-topology", "apex_topology"),
         "load_workers": ("--apex-load-workers", "apex_load_workers"),
+        "executor": ("--apex-executor", "apex_executor"),
+        "ray_address": ("--apex-ray-address", "apex_ray_address"),
         "decision_matrix": ("--apex-decision-matrix", "apex_decision_matrix"),
     }
 )
@@ -94,6 +100,8 @@ class RawOptions:
     seed: str | None = None
     topology: str | None = None
     load_workers: str | None = None
+    executor: str | None = None
+    ray_address: str | None = None
     decision_matrix: str | None = None
 
     def key(self, option: str) -> str:
@@ -159,6 +167,31 @@ def _resolve_load_workers(cli: RawOptions, ini: RawOptions) -> int:
             "the number of load generator processes, e.g. 2 (one per spare core)",
         )
     return int(text)
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _resolve_executor(
+    cli: RawOptions, ini: RawOptions, has_module: Callable[[str], bool]
+) -> Executor:
+    value, source = _pick("executor", cli, ini)
+    executor = (value or DEFAULT_EXECUTOR).strip()
+    if executor not in EXECUTORS:
+        raise _error(
+            source.key("executor"),
+            f"unknown executor {executor!r}{did_you_mean(executor, EXECUTORS)}",
+            ", ".join(EXECUTORS),
+        )
+    if executor == "ray" and not has_module("ray"):
+        # Said now, not after the stack came up: the extra is what is missing.
+        raise _error(
+            source.key("executor"),
+            "ray needs Ray, which is not installed in this environment",
+            "local, or install the extra first: pip install 'pytest-apex[ray]'",
+        )
+    return cast(Executor, executor)
 
 
 def _resolve_urls(cli: RawOptions, ini: RawOptions) -> dict[str, str]:
@@ -322,6 +355,7 @@ def resolve(
     rootdir: Path,
     project_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    has_module: Callable[[str], bool] = installed,
 ) -> ApexSettings:
     """Merge command line over environment twins over ini over defaults, validating all.
 
@@ -358,5 +392,7 @@ def resolve(
         app=app,
         topology=_resolve_topology(cli, ini, app),
         load_workers=_resolve_load_workers(cli, ini),
+        executor=_resolve_executor(cli, ini, has_module),
+        ray_address=str(_pick("ray_address", cli, ini)[0] or "").strip(),
         decision_matrix=_resolve_decision_matrix(cli, ini),
     )

@@ -5,7 +5,8 @@ has one: a service that cannot reach its database cannot serve either). `apex_me
 the memory of the app's own processes (its api and auth services), from the
 containers on a target that has them, else from each service's resident-memory gauge.
 `apex_server_view`: the app's monitoring (``[app.monitoring]``), where the server's own view
-of each stage is read, or why it is not.
+of each stage is read, or why it is not. `apex_load_executor`: where the load's workers run
+(`--apex-executor`: this machine, or a Ray cluster).
 Each is a fixture a project overrides in its conftest.py to watch something else.
 """
 
@@ -19,9 +20,11 @@ import httpx
 import pytest
 
 from pytest_apex.app.model import AppDescription, HealthRoute
+from pytest_apex.executors import LoadExecutor, LocalExecutor, RayExecutor
 from pytest_apex.health.probes import probe
 from pytest_apex.load.availability import HealthCheck
 from pytest_apex.load.memory import ContainerMemory, MemorySource, MetricMemory
+from pytest_apex.settings import ApexSettings
 from pytest_apex.suites.load_server import ServerView, server_view
 from pytest_apex.targets.base import Target
 
@@ -130,6 +133,14 @@ def apex_server_view(
     finally:
         if view.api is not None:
             view.api.close()
+
+
+@pytest.fixture
+def apex_load_executor(apex_settings: ApexSettings) -> LoadExecutor:
+    """`--apex-load-workers` workers, here or on the Ray cluster `--apex-executor ray` names."""
+    if apex_settings.executor == "ray":
+        return RayExecutor(apex_settings.ray_address, apex_settings.load_workers)
+    return LocalExecutor(apex_settings.load_workers)
 
 
 def _docker_api() -> docker.APIClient | None:

@@ -58,27 +58,37 @@ def server_checks(
 ) -> tuple[list[Check], list[ServerWindow]]:
     """Each stage's server criteria, and the windows they were judged on."""
     api, monitoring = view.api, view.monitoring
-    timed = [s for s in stages if math.isfinite(s.started_at) and math.isfinite(s.ended_at)]
-    if api is None or monitoring is None or not timed:
+    if api is None or monitoring is None:
         return [], []
-    waited = wait_evaluated(
-        api,
-        monitoring.request_duration,
-        max(s.ended_at for s in timed),
-        thresholds.seconds("prometheus_wait_s"),
-        selector=monitoring.selector,
+    timed = {id(s): s for s in stages if math.isfinite(s.started_at) and math.isfinite(s.ended_at)}
+    waited = (
+        wait_evaluated(
+            api,
+            monitoring.request_duration,
+            max(s.ended_at for s in timed.values()),
+            thresholds.seconds("prometheus_wait_s"),
+            selector=monitoring.selector,
+        )
+        if timed
+        else ""
     )
     checks: list[Check] = []
     windows: list[ServerWindow] = []
-    for stage in timed:
-        window = read_window(
-            api,
-            monitoring.request_duration,
-            started_at=stage.started_at,
-            ended_at=stage.ended_at,
-            selector=monitoring.selector,
-            alert_selector=monitoring.alerts,
-        )
+    for stage in stages:
+        if id(stage) not in timed:
+            # No worker measured it (every one was lost), so nobody knows when it ran.
+            window = ServerWindow(
+                math.nan, math.nan, error="the stage has no start and end to read it between"
+            )
+        else:
+            window = read_window(
+                api,
+                monitoring.request_duration,
+                started_at=stage.started_at,
+                ended_at=stage.ended_at,
+                selector=monitoring.selector,
+                alert_selector=monitoring.alerts,
+            )
         windows.append(window)
         checks.extend(_stage_checks(stage, window, monitoring, thresholds, waited))
     return checks, windows

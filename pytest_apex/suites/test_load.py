@@ -12,7 +12,8 @@ stage is judged on its own, and its p95 in every `load_window_s` window too, so 
 inside a long stage cannot hide behind the stage's p95. A criterion that stands on too few
 samples, in a stage that never reached its users or measured by a saturated generator, is
 inconclusive with the reason, never a pass. ``--apex-load-workers N`` runs the users in N
-processes whose histograms merge exactly.
+processes whose histograms merge exactly, or, with ``--apex-executor ray``, in N actors
+spread over a Ray cluster's nodes (`apex_load_executor`).
 
 Beside the load, every service's health is probed on a fixed grid (`availability_probe_s`)
 and the app's memory sampled (`memory_sample_s`): availability > 99.9 % holds over the
@@ -39,19 +40,18 @@ from pathlib import Path
 import pytest
 
 from pytest_apex.app.model import AppDescription
+from pytest_apex.executors import ExecutorFailed, LoadExecutor
 from pytest_apex.load.availability import HealthCheck
 from pytest_apex.load.engine import (
     EngineSettings,
     LoadPlanRefused,
     LoadTargetUnreachable,
     SessionFactory,
-    run,
 )
 from pytest_apex.load.progress import Writer
 from pytest_apex.load.result import PlanResult, StageResult
 from pytest_apex.load.stages import ClosedStage
 from pytest_apex.load.verdict import judge_plan
-from pytest_apex.load.workers import LoadWorkerFailed, run_workers
 from pytest_apex.monitoring import ServerWindow
 from pytest_apex.recording import Check, CriteriaRecorder
 from pytest_apex.reporting.live import live_writer
@@ -80,22 +80,18 @@ class ServerViewSkipped(UserWarning):
 def _run_plan(
     plan: Sequence[ClosedStage],
     sessions: SessionFactory,
+    executor: LoadExecutor,
     settings: ApexSettings,
     writer: Writer,
 ) -> list[StageResult]:
-    """The plan's stages, measured in this process or in `load_workers` processes."""
+    """The plan's stages, measured wherever `executor` runs the users."""
     engine = EngineSettings(
         window_s=settings.thresholds.seconds("load_window_s"), live_exclude=NOT_RESPONSE_TIMES
     )
-    workers = settings.load_workers
     failure = ""
     try:
-        result = (
-            run_workers(plan, sessions, workers, settings=engine, writer=writer)
-            if workers > 1
-            else run(plan, sessions, settings=engine, writer=writer)
-        )
-    except (LoadTargetUnreachable, LoadPlanRefused, LoadWorkerFailed) as exc:
+        result = executor.run(plan, sessions, settings=engine, writer=writer)
+    except (LoadTargetUnreachable, LoadPlanRefused, ExecutorFailed) as exc:
         failure = str(exc)
     if failure:
         # One clear line instead of 150 users timing out (or a traceback through the engine).
@@ -108,6 +104,7 @@ def test_staged_users_hold_the_slos(
     apex_settings: ApexSettings,
     apex_app: AppDescription,
     apex_load_sessions: SessionFactory,
+    apex_load_executor: LoadExecutor,
     apex_health_checks: dict[str, HealthCheck],
     apex_memory_sources: MemoryWatch,
     apex_server_view: ServerView,
@@ -122,7 +119,7 @@ def test_staged_users_hold_the_slos(
             apex_health_checks, apex_memory_sources, thresholds, planned_seconds(plan)
         ) as watch,
     ):
-        stages = _run_plan(plan, apex_load_sessions, apex_settings, writer)
+        stages = _run_plan(plan, apex_load_sessions, apex_load_executor, apex_settings, writer)
     checks = _stage_checks(stages, watch, apex_app, thresholds, request, tmp_path)
     server, windows = server_checks(stages, apex_server_view, thresholds)
     for stage, window in zip(stages, windows, strict=False):
@@ -154,6 +151,7 @@ def test_soak_holds_memory_and_availability(
     apex_settings: ApexSettings,
     apex_app: AppDescription,
     apex_load_sessions: SessionFactory,
+    apex_load_executor: LoadExecutor,
     apex_health_checks: dict[str, HealthCheck],
     apex_memory_sources: MemoryWatch,
     request: pytest.FixtureRequest,
@@ -171,7 +169,7 @@ def test_soak_holds_memory_and_availability(
         started = time.monotonic()
         for index in range(runs):
             pause.wait(max(0.0, started + index * interval - time.monotonic()))
-            ran = _run_plan(plan, apex_load_sessions, apex_settings, writer)
+            ran = _run_plan(plan, apex_load_sessions, apex_load_executor, apex_settings, writer)
             stages.extend(_numbered(ran, index, runs, len(plan)))
     checks = _stage_checks(stages, watch, apex_app, thresholds, request, tmp_path)
     apex_criteria.judge([*checks, *watch.availability(thresholds), *watch.memory_gates(thresholds)])

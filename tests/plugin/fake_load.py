@@ -6,9 +6,10 @@ import asyncio
 import heapq
 import itertools
 import socket
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from aiohttp import web
@@ -145,3 +146,32 @@ async def within(deadline_s: float, condition: Callable[[], bool]) -> None:
         if time.monotonic() > end:
             raise AssertionError(f"condition not met within {deadline_s} s")
         await asyncio.sleep(0.01)
+
+
+@contextmanager
+def serving_in_a_thread() -> Iterator[str]:
+    """`json_app` in its own thread and loop, for load workers in other processes."""
+    ready: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        async def main() -> None:
+            async with local_server(json_app()) as url:
+                ready.append(url)
+                while not stop.is_set():
+                    await asyncio.sleep(0.02)  # polling the stop flag of a test server
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if ready:
+            break
+        thread.join(0.01)
+    assert ready, "the local server did not start"
+    try:
+        yield ready[0]
+    finally:
+        stop.set()
+        thread.join(5)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -12,34 +10,14 @@ from pytest_apex.load.engine import EngineSettings, LoadTargetUnreachable
 from pytest_apex.load.http import HttpSessionFactory
 from pytest_apex.load.stages import ClosedStage
 from pytest_apex.load.workers import run_workers
-from tests.plugin.fake_load import free_port, json_app, local_server
+from tests.plugin.fake_load import free_port, serving_in_a_thread
 
 
 @pytest.fixture
 def server_in_a_thread() -> Iterator[str]:
     """The JSON app in its own thread and loop (the workers are other processes)."""
-    ready: list[str] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        async def main() -> None:
-            async with local_server(json_app()) as url:
-                ready.append(url)
-                while not stop.is_set():
-                    await asyncio.sleep(0.02)
-
-        asyncio.run(main())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if ready:
-            break
-        thread.join(0.01)
-    assert ready, "the local server did not start"
-    yield ready[0]
-    stop.set()
-    thread.join(5)
+    with serving_in_a_thread() as url:
+        yield url
 
 
 def test_two_workers_merge_into_one_result(server_in_a_thread: str) -> None:

@@ -182,6 +182,19 @@ def test_a_server_that_never_scraped_past_the_end_makes_the_stage_inconclusive()
         assert "30.0 s before the end" in checks[name].inconclusive
 
 
+def test_a_stage_without_start_and_end_is_inconclusive_not_left_out() -> None:
+    thresholds = Thresholds({"prometheus_wait_s": 0.0})
+    stages = [_stage(1), _stage(2, started=math.nan, ended=math.nan)]
+    for stage in stages:
+        stage.count = 2
+    checks, windows = server_checks(stages, ServerView(_api(_fake()), MONITORING), thresholds)
+    assert len(windows) == 2
+    by_stage = {(c.name, c.stage.index if c.stage else 0): c for c in checks}
+    assert not by_stage[("server_p95", 1)].inconclusive
+    for name in ("server_p95", "server_alerts"):
+        assert "no start and end" in by_stage[(name, 2)].inconclusive
+
+
 def test_alerts_not_read_when_the_description_says_so() -> None:
     monitoring = Monitoring("prometheus", HISTOGRAM, SELECTOR, None)
     assert set(_judge(_fake(), monitoring)) == {"server_p95"}
