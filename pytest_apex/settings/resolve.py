@@ -121,27 +121,27 @@ def _pick(option: str, cli: RawOptions, ini: RawOptions) -> tuple[Any, RawOption
     return getattr(ini, option), ini
 
 
-def _resolve_profile(cli: RawOptions, ini: RawOptions) -> str:
-    value, source = _pick("profile", cli, ini)
-    profile = (value or DEFAULT_PROFILE).strip()
-    if profile not in PROFILES:
+def _choice(
+    option: str, what: str, cli: RawOptions, ini: RawOptions, default: str, choices: Sequence[str]
+) -> str:
+    """The option's value, one of `choices` (an unknown one is refused, with a suggestion)."""
+    value, source = _pick(option, cli, ini)
+    chosen = (value or default).strip()
+    if chosen not in choices:
         raise _error(
-            source.key("profile"),
-            f"unknown profile {profile!r}{did_you_mean(profile, PROFILES)}",
-            ", ".join(PROFILES),
+            source.key(option),
+            f"unknown {what} {chosen!r}{did_you_mean(chosen, choices)}",
+            ", ".join(choices),
         )
-    return profile
+    return chosen
+
+
+def _resolve_profile(cli: RawOptions, ini: RawOptions) -> str:
+    return _choice("profile", "profile", cli, ini, DEFAULT_PROFILE, tuple(PROFILES))
 
 
 def _resolve_inconclusive(cli: RawOptions, ini: RawOptions) -> InconclusivePolicy:
-    value, source = _pick("inconclusive", cli, ini)
-    policy = (value or DEFAULT_INCONCLUSIVE).strip()
-    if policy not in INCONCLUSIVE_POLICIES:
-        raise _error(
-            source.key("inconclusive"),
-            f"unknown value {policy!r}{did_you_mean(policy, INCONCLUSIVE_POLICIES)}",
-            ", ".join(INCONCLUSIVE_POLICIES),
-        )
+    policy = _choice("inconclusive", "value", cli, ini, DEFAULT_INCONCLUSIVE, INCONCLUSIVE_POLICIES)
     return cast(InconclusivePolicy, policy)
 
 
@@ -176,18 +176,11 @@ def installed(module: str) -> bool:
 def _resolve_executor(
     cli: RawOptions, ini: RawOptions, has_module: Callable[[str], bool]
 ) -> Executor:
-    value, source = _pick("executor", cli, ini)
-    executor = (value or DEFAULT_EXECUTOR).strip()
-    if executor not in EXECUTORS:
-        raise _error(
-            source.key("executor"),
-            f"unknown executor {executor!r}{did_you_mean(executor, EXECUTORS)}",
-            ", ".join(EXECUTORS),
-        )
+    executor = _choice("executor", "executor", cli, ini, DEFAULT_EXECUTOR, EXECUTORS)
     if executor == "ray" and not has_module("ray"):
         # Said now, not after the stack came up: the extra is what is missing.
         raise _error(
-            source.key("executor"),
+            _pick("executor", cli, ini)[1].key("executor"),
             "ray needs Ray, which is not installed in this environment",
             "local, or install the extra first: pip install 'pytest-apex[ray]'",
         )

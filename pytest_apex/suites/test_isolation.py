@@ -24,6 +24,7 @@ import asyncio
 import json
 import math
 import secrets
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -59,6 +60,26 @@ from pytest_apex.settings import ApexSettings, Thresholds
 from pytest_apex.suites.isolation_checks import agent_checks
 
 pytestmark = pytest.mark.isolation
+
+
+class UsersRunHere(UserWarning):
+    """The isolation suite's users ran in this process whatever `--apex-executor` said."""
+
+
+@pytest.fixture(autouse=True)
+def _users_run_here(apex_settings: ApexSettings) -> None:
+    # The executor spreads the load suite's workers; this suite's users, their canaries and
+    # the book that resolves every sighting live in one process. Said, not silently ignored.
+    if apex_settings.executor != "local":
+        warnings.warn(
+            UsersRunHere(
+                f"--apex-executor {apex_settings.executor} applies to the load suite only: "
+                "the isolation suite's users run in this process"
+            ),
+            stacklevel=1,
+        )
+
+
 # The suite's async tests share the session's event loop whatever the project's asyncio
 # settings are: the suite brings what it needs.
 in_session_loop = pytest.mark.asyncio(loop_scope="session")

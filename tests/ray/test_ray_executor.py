@@ -6,10 +6,12 @@
   naming the node; the other actors' results are still there.
 - An address that does not answer stops the run at once, naming it.
 - Nothing the run made outlives it: no actor, no placement group.
+- Every process of the cluster, and of a run's own instance, listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -135,3 +137,71 @@ def test_the_run_removes_its_placement_group(ray_cluster: str) -> None:
 
     states = {pg["state"] for pg in placement_group_table().values()}
     assert states <= {"REMOVED"}, placement_group_table()
+
+
+def test_every_process_of_the_cluster_listens_on_loopback_only(ray_cluster: str) -> None:
+    import psutil
+
+    ours = {p.pid for p in psutil.Process().children(recursive=True)}
+    listening = [
+        (c.laddr.ip, c.laddr.port, c.pid)
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in ours
+    ]
+    assert listening, "no process of the cluster listens at all: is this the cluster's pid?"
+    loopback = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+    assert [entry for entry in listening if entry[0] not in loopback] == [], listening
+
+
+# A run with no --apex-ray-address, in a process of its own (this one is connected to the
+# cluster): it starts a Ray instance for the run, on 127.0.0.1, and shuts it down after.
+OWN_INSTANCE = """
+import json, sys
+import psutil
+from pytest_apex.executors import RayExecutor
+from pytest_apex.load.engine import EngineSettings
+from pytest_apex.load.http import HttpSessionFactory
+from pytest_apex.load.stages import ClosedStage
+from tests.plugin.fake_load import serving_in_a_thread
+
+seen = []
+def writer(line, final):
+    if line.startswith("load stage 1/1") and not final and not seen:
+        me = psutil.Process()
+        seen.extend(
+            c.laddr.ip for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+            and c.pid in {p.pid for p in me.children(recursive=True)}
+        )
+with serving_in_a_thread() as url:
+    result = RayExecutor("", 1).run(
+        [ClosedStage(users=2, duration_s=1.5)], HttpSessionFactory(url),
+        settings=EngineSettings(window_s=1, grace_s=1, progress_interval_s=0.2), writer=writer,
+    )
+left = [p.name() for p in psutil.Process().children(recursive=True)]
+print(json.dumps({"completed": result.stages[0].completed, "listening": seen, "left": left}))
+"""
+
+
+def test_without_an_address_the_run_starts_its_own_instance_on_loopback_and_ends_it() -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    done = subprocess.run(
+        [sys.executable, "-c", OWN_INSTANCE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["completed"] > 0
+    assert figures["listening"], "no listening socket of the run's own instance was seen"
+    assert set(figures["listening"]) <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, figures
+    assert figures["left"] == [], figures
