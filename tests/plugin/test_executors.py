@@ -134,3 +134,14 @@ def test_the_placement_line_says_when_workers_share_nodes() -> None:
         "load executor ray: 4 workers on 2 nodes, SPREAD (fewer nodes (2) than workers, so "
         "some nodes run more than one)"
     )
+
+
+def test_loading_the_plugin_never_imports_ray() -> None:
+    # The extra is optional: a run that does not ask for Ray must not need it, or pay for it.
+    import subprocess
+
+    check = "import sys, pytest_apex.plugin, pytest_apex.executors; print('ray' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False", done.stderr
