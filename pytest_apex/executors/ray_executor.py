@@ -118,7 +118,11 @@ def connected(address: str, workers: int) -> Iterator[ModuleType]:
     if address:
         options["address"] = address
     else:
-        options.update(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False)
+        # "local": a new instance even when another one of this machine is running (with
+        # no address, Ray would join the newest it finds, or the one RAY_ADDRESS names).
+        options.update(
+            address="local", num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False
+        )
     try:
         ray.init(**options)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError ...

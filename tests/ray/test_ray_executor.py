@@ -183,14 +183,19 @@ print(json.dumps({"completed": result.stages[0].completed, "listening": seen, "l
 """
 
 
-def test_without_an_address_the_run_starts_its_own_instance_on_loopback_and_ends_it() -> None:
+def test_without_an_address_the_run_starts_its_own_instance_on_loopback_and_ends_it(
+    ray_cluster: str,
+) -> None:
     import json
     import subprocess
     import sys
 
     from tests.conftest import ROOT
 
+    # Another instance is running on this machine (the cluster), and RAY_ADDRESS names it:
+    # with no address, Ray itself would join it; the run must start its own all the same.
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["RAY_ADDRESS"] = ray_cluster
     done = subprocess.run(
         [sys.executable, "-c", OWN_INSTANCE],
         cwd=ROOT,
