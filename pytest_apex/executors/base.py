@@ -24,10 +24,6 @@ class LoadExecutor(Protocol):
     when the workers themselves could not be had; a worker lost during a stage is not an
     error but a stage marked `StageResult.lost` (judged inconclusive)."""
 
-    def describe(self) -> str:
-        """One line for the run's header: where the users run."""
-        ...
-
     def run(
         self,
         plan: Sequence[Stage],

@@ -17,11 +17,6 @@ from pytest_apex.load.workers import LoadWorkerFailed, run_workers
 class LocalExecutor:
     workers: int = 1
 
-    def describe(self) -> str:
-        if self.workers == 1:
-            return "load executor local: this process"
-        return f"load executor local: {self.workers} worker processes"
-
     def run(
         self,
         plan: Sequence[Stage],

@@ -254,10 +254,6 @@ class RayExecutor:
     address: str = ""
     workers: int = 1
 
-    def describe(self) -> str:
-        where = self.address or "an instance started for the run on 127.0.0.1"
-        return f"load executor ray: {self.workers} workers, cluster {where}"
-
     def run(
         self,
         plan: Sequence[Stage],

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_apex.executors import LocalExecutor, RayNotInstalled, merge_shares
+from pytest_apex.executors import RayNotInstalled, merge_shares
 from pytest_apex.executors.ray_executor import Placement, import_ray, on_loopback
 from pytest_apex.load.generator import GeneratorHealth
 from pytest_apex.load.measure import StageRecorder
@@ -75,11 +75,6 @@ def test_a_stage_no_worker_delivered_is_an_empty_inconclusive_stage() -> None:
     assert all(s.lost for s in merged)
     criteria = judge_stage(merged[0], [Threshold("error_rate", "<", 0.01)])
     assert [c.outcome for c in criteria] == ["inconclusive"]
-
-
-def test_the_local_executor_says_where_the_users_run() -> None:
-    assert LocalExecutor(1).describe() == "load executor local: this process"
-    assert LocalExecutor(3).describe() == "load executor local: 3 worker processes"
 
 
 @pytest.mark.parametrize(
