@@ -47,6 +47,7 @@ _FIXTURE_MODULES: Final = (
     "pytest_apex.recording",
     "pytest_apex.fixtures",
     "pytest_apex.health.fixtures",
+    "pytest_apex.suites.isolation_fixtures",
     "pytest_apex.suites.load_fixtures",
     "pytest_apex.suites.rollback_fixtures",
 )

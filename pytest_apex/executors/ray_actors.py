@@ -1,4 +1,5 @@
-"""What runs on the Ray cluster: one load worker per actor, and the barrier they start at.
+"""What runs on the Ray cluster: one load worker per actor, the barrier they start at, and
+the shares of the isolation suite's REST users.
 
 Plain classes, made actors by the driver (`ray.remote(LoadWorkerActor)`), so this module
 imports without Ray. A worker runs the same engine as a local one (`run_plan` with its share
@@ -15,6 +16,13 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
+from pytest_apex.adapters.factory import DescribedUsers
+from pytest_apex.isolation.rest_scenario import (
+    Published,
+    RestScenarioResult,
+    RestScenarioSpec,
+    RestShare,
+)
 from pytest_apex.load.engine import EngineSettings, SessionFactory, run_plan
 from pytest_apex.load.progress import Snapshot
 from pytest_apex.load.result import StageResult
@@ -102,3 +110,33 @@ class LoadWorkerActor:
         while (item := await items.get()) is not DONE:
             yield item
         await task  # the plan's own exception, if it raised one
+
+
+class RestShareActor:
+    """A share of the REST isolation scenario's users on one node (`RestShare` phase by
+    phase), its users made through the app's own adapter in this process."""
+
+    def __init__(self, spec: RestScenarioSpec, indices: Sequence[int], users: DescribedUsers):
+        self.users = users
+        # The adapter's UserSessions are the scenario's ResourceSessions when the app has
+        # resources (a session that cannot create() is a failed setup, counted).
+        self.share = RestShare(spec, indices, users)  # type: ignore[arg-type]
+
+    node = LoadWorkerActor.node
+
+    async def setup(self) -> Published:
+        return await self.share.setup()
+
+    async def learn(self, published: Sequence[Published]) -> None:
+        await self.share.learn(published)
+
+    async def write(self, round_no: int) -> Published:
+        return await self.share.write(round_no)
+
+    async def read(self) -> Published:
+        return await self.share.read()
+
+    async def outcome(self) -> RestScenarioResult:
+        # The run is over for this share: its users' sessions close before it answers.
+        await self.users.aclose()
+        return await self.share.outcome()

@@ -142,14 +142,15 @@ class Placement:
     strategy: str
     nodes: int
 
-    def describe(self, workers: int) -> str:
+    def describe(self, count: int, what: str = "workers", run: str = "load") -> str:
+        """``load executor ray: 3 workers on 3 nodes, STRICT_SPREAD (one per node)``."""
         where = (
             "one per node"
             if self.strategy == "STRICT_SPREAD"
-            else f"fewer nodes ({self.nodes}) than workers, so some nodes run more than one"
+            else f"fewer nodes ({self.nodes}) than {what}, so some nodes run more than one"
         )
         return (
-            f"load executor ray: {workers} workers on {self.nodes} nodes, {self.strategy} ({where})"
+            f"{run} executor ray: {count} {what} on {self.nodes} nodes, {self.strategy} ({where})"
         )
 
 
@@ -166,7 +167,7 @@ def place(ray: ModuleType, workers: int) -> Placement:
         remove_placement_group(group)
         cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
         raise ExecutorFailed(
-            f"{workers} load workers need one CPU each ({strategy}), but the cluster's "
+            f"{workers} workers need one CPU each ({strategy}), but the cluster's "
             f"{len(nodes)} nodes with {cpus:g} CPUs in all could not place them within "
             f"{PLACEMENT_TIMEOUT_S:.0f} s ({type(exc).__name__}); add nodes or lower "
             "--apex-load-workers"
@@ -174,7 +175,7 @@ def place(ray: ModuleType, workers: int) -> Placement:
     return Placement(group, strategy, len(nodes))
 
 
-def _node_name(info: dict[str, str]) -> str:
+def node_name(info: dict[str, str]) -> str:
     return f"node {info['address']} ({info['node_id'][:12]}, host {info['host']})"
 
 
@@ -331,7 +332,7 @@ class RayExecutor:
                 f"({type(exc).__name__}: {exc}); is pytest-apex (and the app's adapter) "
                 "installed on every node?"
             ) from exc
-        nodes = [_node_name(info) for info in infos]
+        nodes = [node_name(info) for info in infos]
         streams = [w.run.remote(plan, factory, settings, start) for w in workers]
         budget = BARRIER_TIMEOUT_S + sum(s.duration_s + settings.grace_s + 5.0 for s in plan)
         return asyncio.run(

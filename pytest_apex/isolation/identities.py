@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import unquote
@@ -32,6 +32,9 @@ from urllib.parse import unquote
 from pytest_apex.isolation.canary import CANARY_PREFIX, USER_HEX
 
 IdentityKind = Literal["canary", "user_id", "username", "item_id", "run_id"]
+# One identity as it travels between the shares of a run spread over machines:
+# (owner, value, kind, label).
+Identity = tuple[int, str, IdentityKind, str]
 
 # The user part of a canary (32 bits) names its owner among thousands of users without
 # chance collisions, so a canary cut down to it still counts.
@@ -111,10 +114,20 @@ class IdentityBook:
         if kind == "canary" and text.startswith(CANARY_PREFIX):
             self._canary_part.setdefault(text[len(CANARY_PREFIX) :][:USER_HEX], owner)
 
+    def add_all(self, identities: Iterable[Identity]) -> None:
+        """Identities another share of the run issued (`add` each; known ones are kept)."""
+        for owner, value, kind, label in identities:
+            self.add(owner, value, kind, label)
+
     def owner_of(self, value: object) -> int | None:
+        """Whose identity `value` is; a canary cut down to its user part still says."""
         text = str(value).lower()
         found = self._owner.get(text) or self._numeric.get(text)
-        return found[0] if found else None
+        if found is not None:
+            return found[0]
+        if match := _CANARY.match(text):
+            return self._canary_part.get(match.group(1)[:USER_HEX])
+        return None
 
     def __len__(self) -> int:
         return len(self._owner) + len(self._numeric)

@@ -27,13 +27,13 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
 from pytest_apex.adapters.base import ResourceSession
 from pytest_apex.app.model import Resource
 from pytest_apex.isolation.canary import CANARY_PREFIX, USER_HEX, CanaryBook
-from pytest_apex.isolation.identities import IdentityBook, Sighting
+from pytest_apex.isolation.identities import Identity, IdentityBook, IdentityKind, Sighting
 
 BreachChannel = Literal[
     "list", "read", "update", "sub_list", "probe", "probe_sub_list", "probe_write"
@@ -92,6 +92,28 @@ class RestBreach:
     viewer: int
     owner: int | None
     detail: str
+    # The identity seen (never shown: a canary is not handed on), so that an owner the
+    # viewer's share did not know yet is resolved against the whole run's book at the end.
+    seen: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """An item other users probe: the first item of each top-level resource of a user."""
+
+    owner: int
+    resource: str
+    item_id: str
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a share of the users tells the others after a phase: every identity it issued
+    since its last phase, the probe targets of its users (after setup), how many are ready."""
+
+    identities: tuple[Identity, ...] = ()
+    targets: tuple[ProbeTarget, ...] = ()
+    users_ready: int = 0
 
 
 @dataclass
@@ -117,6 +139,9 @@ class RestScenarioResult:
     breaches: list[RestBreach] = field(default_factory=list)
     wall_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # Shares of the users whose process was lost mid-run (a Ray actor that died), each
+    # naming where it ran: whatever its users would have seen is unknown.
+    lost: list[str] = field(default_factory=list)
 
     def error(self, kind: str, example: str) -> None:
         self.setup_errors[kind] += 1
@@ -171,14 +196,73 @@ class _User:
         return {i for i, (p, _) in zip(items, self.parents[name], strict=True) if p == parent_id}
 
 
-class _Run:
-    def __init__(self, spec: RestScenarioSpec, result: RestScenarioResult) -> None:
+def new_book(spec: RestScenarioSpec) -> IdentityBook:
+    """An empty book of the run's identities, numeric ids recognised under its id fields."""
+    return IdentityBook(frozenset(plan.id_field for plan in _all_plans(spec.resources)))
+
+
+class RestShare:
+    """The users `indices` of a run, driven phase by phase (`setup`, then per round `write`
+    and `read`); each phase returns what the other shares must learn before the next one.
+
+    One share holds every user of a local run; a run spread over machines has one share per
+    machine, and the coordinator hands each one what the others published, so that every
+    share's book knows every identity of the run before its users read.
+    """
+
+    def __init__(self, spec: RestScenarioSpec, indices: Sequence[int], make_user: MakeUser) -> None:
         self.spec = spec
-        self.result = result
+        self.indices = tuple(indices)
+        self.make_user = make_user
+        self.result = RestScenarioResult(spec)
         self.canaries = CanaryBook()
-        id_fields = {plan.id_field for plan in _all_plans(spec.resources)}
-        self.identities = IdentityBook(frozenset(id_fields))
+        self.identities = new_book(spec)
         self.users: list[_User] = []
+        self.targets: dict[tuple[int, str], ProbeTarget] = {}
+        self._unpublished: list[Identity] = []
+
+    def _own(self, owner: int, value: object, kind: IdentityKind, label: str = "") -> None:
+        self.identities.add(owner, value, kind, label)
+        self._unpublished.append((owner, str(value), kind, label))
+
+    def _publish(self, targets: tuple[ProbeTarget, ...] = (), ready: int = 0) -> Published:
+        identities, self._unpublished = tuple(self._unpublished), []
+        return Published(identities, targets, ready)
+
+    # --- the phases ---------------------------------------------------------------------
+
+    async def setup(self) -> Published:
+        """Every user of the share signs up and creates its items, all at once."""
+        ready = await asyncio.gather(*(self.setup_user(i) for i in self.indices))
+        self.users = [u for u in ready if u is not None]
+        self.result.users_ready = len(self.users)
+        self.result.labels = {u.index: u.session.username for u in self.users}
+        self.result.user_ids = [u.session.user_id for u in self.users]
+        targets = tuple(
+            ProbeTarget(user.index, plan.name, user.items[plan.name][0])
+            for user in self.users
+            for plan in self.spec.resources
+            if plan.can_read and user.items.get(plan.name)
+        )
+        return self._publish(targets, len(self.users))
+
+    async def learn(self, published: Sequence[Published]) -> None:
+        """What every share published in the phase just ended (this one's too)."""
+        for part in published:
+            self.identities.add_all(part.identities)
+            for target in part.targets:
+                self.targets.setdefault((target.owner, target.resource), target)
+
+    async def write(self, round_no: int) -> Published:
+        await asyncio.gather(*(self.write_user(u, round_no) for u in self.users))
+        return self._publish()
+
+    async def read(self) -> Published:
+        await asyncio.gather(*(self.read_user(u) for u in self.users))
+        return self._publish()
+
+    async def outcome(self) -> RestScenarioResult:
+        return self.result
 
     # --- seeing -------------------------------------------------------------------------
 
@@ -195,27 +279,28 @@ class _Run:
         self, user: _User, channel: BreachChannel, seen: Sighting, answer: Answered
     ) -> None:
         detail = f"{answer.method} {answer.url} [{answer.status}] carried {seen.describe()}"
-        self.result.breaches.append(RestBreach(channel, user.index, seen.owner, detail))
+        breach = RestBreach(channel, user.index, seen.owner, detail, seen.value)
+        self.result.breaches.append(breach)
 
     # --- setup --------------------------------------------------------------------------
 
     def item_canary(self, user: _User, label: str) -> str:
         """A new canary for one of `user`'s items, known as theirs from now on."""
         token = self.canaries.item(user.index, label)
-        self.identities.add(user.index, token, "canary", label)
+        self._own(user.index, token, "canary", label)
         return token
 
-    async def setup(self, index: int, make_user: MakeUser) -> _User | None:
+    async def setup_user(self, index: int) -> _User | None:
         try:
-            session = await make_user(index)
+            session = await self.make_user(index)
         except Exception as exc:  # the app under test may fail any user: count it, go on
             self.result.error("sign-up or login failed", f"user {index}: {_said(exc)}")
             return None
         canary = self.canaries.issue(index)
         user = _User(index, session, canary)
-        self.identities.add(index, canary, "canary")
-        self.identities.add(index, session.user_id, "user_id")
-        self.identities.add(index, session.username, "username")
+        self._own(index, canary, "canary")
+        self._own(index, session.user_id, "user_id")
+        self._own(index, session.username, "username")
         try:
             for plan in self.spec.resources:
                 await self._create_items(user, plan, parent=None)
@@ -249,7 +334,7 @@ class _Run:
             raise RuntimeError(
                 f"{answer.method} {answer.url}: no {plan.id_field!r} in the created {plan.name}"
             )
-        self.identities.add(user.index, item_id, "item_id")
+        self._own(user.index, item_id, "item_id")
         self.result.items_created += 1
         user.items.setdefault(plan.name, []).append(str(item_id))
         if parent is not None:
@@ -259,7 +344,7 @@ class _Run:
 
     # --- the concurrent rounds ----------------------------------------------------------
 
-    async def write(self, user: _User, round_no: int) -> None:
+    async def write_user(self, user: _User, round_no: int) -> None:
         """A round's writes: one more item of each top-level resource, one update."""
         for plan in self.spec.resources:
             label = f"{plan.name} of round {round_no}"
@@ -270,13 +355,13 @@ class _Run:
             if plan.can_update and user.items.get(plan.name):
                 await self._guarded(user, f"updating {plan.name}", self._update(user, plan))
 
-    async def read(self, user: _User, others: Sequence[_User]) -> None:
+    async def read_user(self, user: _User) -> None:
         """A round's reads, after every user's writes of the round."""
         for plan in _all_plans(self.spec.resources):
             await self._guarded(user, f"listing {plan.name}", self._list_own(user, plan))
             if plan.can_read:
                 await self._guarded(user, f"reading {plan.name}", self._read_own(user, plan))
-        await self._probe(user, others)
+        await self._probe(user)
 
     async def _guarded(self, user: _User, doing: str, step: Awaitable[None]) -> None:
         # One user's failing request is counted with an example (its own controls then come
@@ -314,14 +399,13 @@ class _Run:
             self.result.own_reads_ok += int(answer.ok and mine in answer.text)
             self.scan(user, [answer], "read")
 
-    async def _probe(self, user: _User, others: Sequence[_User]) -> None:
+    async def _probe(self, user: _User) -> None:
+        # Every other user of the run, wherever its share runs, in one order on every share.
+        plans = {plan.name: plan for plan in self.spec.resources}
         candidates = [
-            (other, plan, item_id)
-            for other in others
-            if other.index != user.index
-            for plan in self.spec.resources
-            if plan.can_read
-            for item_id in other.items.get(plan.name, ())[:1]
+            (target.owner, plans[target.resource], target.item_id)
+            for _, target in sorted(self.targets.items())
+            if target.owner != user.index and target.resource in plans
         ]
         count = min(len(candidates), self.spec.probes_per_user)
         # Each user's own draw per round, so a seed repeats the run however the users'
@@ -365,7 +449,7 @@ class _Run:
             return None
 
     def _judge_probe(
-        self, user: _User, other: _User, answer: Any, channel: BreachChannel, what: str
+        self, user: _User, other: int, answer: Any, channel: BreachChannel, what: str
     ) -> None:
         if answer is None:
             return
@@ -377,7 +461,7 @@ class _Run:
             served = RestBreach(
                 channel,
                 user.index,
-                other.index,
+                other,
                 f"{answer.method} {answer.url} served {what} of another user ({answer.status})",
             )
             self.result.breaches.append(served)
@@ -406,28 +490,141 @@ def _said(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-async def run_rest_isolation(spec: RestScenarioSpec, make_user: MakeUser) -> RestScenarioResult:
-    """Run the scenario; every step bounded by `spec.deadline_s` as a whole."""
-    result = RestScenarioResult(spec)
-    run = _Run(spec, result)
+class ShareLost(Exception):
+    """A share's process is gone (its message says which and where); its users' outcome
+    is unknown, the other shares go on."""
+
+
+class RestShareHandle(Protocol):
+    """A share as the coordinator drives it: a `RestShare` here, or one on another machine
+    (`pytest_apex.executors.ray_isolation`). Each call may raise `ShareLost`."""
+
+    async def setup(self) -> Published: ...
+
+    async def learn(self, published: Sequence[Published]) -> None: ...
+
+    async def write(self, round_no: int) -> Published: ...
+
+    async def read(self) -> Published: ...
+
+    async def outcome(self) -> RestScenarioResult: ...
+
+
+class _Coordinator:
+    """Runs the phases on every share at once and hands each phase's news to all of them."""
+
+    def __init__(self, spec: RestScenarioSpec, shares: Sequence[RestShareHandle]) -> None:
+        self.spec = spec
+        self.live = list(shares)
+        self.lost: list[str] = []
+        self.book = new_book(spec)  # every identity of the run: resolves what a share did not
+
+    async def each(self, call: Callable[[RestShareHandle], Awaitable[Any]]) -> list[Any]:
+        """`call` on every live share at once; a share that is lost drops out, said."""
+
+        async def one(share: RestShareHandle) -> Any:
+            try:
+                return await call(share)
+            except ShareLost as exc:
+                self.lost.append(str(exc))
+                self.live.remove(share)
+                return None
+
+        return [r for r in await asyncio.gather(*(one(s) for s in list(self.live))) if r]
+
+    async def phase(self, call: Callable[[RestShareHandle], Awaitable[Published]]) -> int:
+        published: list[Published] = await self.each(call)
+        for part in published:
+            self.book.add_all(part.identities)
+        await self.each(lambda share: share.learn(published))
+        return sum(p.users_ready for p in published)
+
+    async def run(self) -> None:
+        ready = await self.phase(lambda share: share.setup())
+        if ready < 2:
+            return
+        for round_no in range(self.spec.rounds):
+            # Everybody writes, then everybody reads: every read of the round comes after
+            # every other user's write, the moment a wrongly keyed cache shows.
+            await self.phase(lambda share, n=round_no: share.write(n))  # type: ignore[misc]
+            await self.phase(lambda share: share.read())
+
+    def merged(self, parts: Sequence[RestScenarioResult]) -> RestScenarioResult:
+        result = merge_results(self.spec, parts)
+        result.lost = list(self.lost)
+        # A sighting a share could not attribute (its owner's identity published later)
+        # is resolved against every identity of the run.
+        result.breaches = [
+            replace(b, owner=self.book.owner_of(b.seen))
+            if b.owner is None and b.seen and self.book.owner_of(b.seen) is not None
+            else b
+            for b in result.breaches
+        ]
+        return result
+
+
+def merge_results(
+    spec: RestScenarioSpec, parts: Sequence[RestScenarioResult]
+) -> RestScenarioResult:
+    """One result of every share's: counts summed, breaches, labels and errors joined."""
+    merged = RestScenarioResult(spec)
+    for part in parts:
+        merged.labels.update(part.labels)
+        merged.user_ids.extend(part.user_ids)
+        merged.setup_errors.update(part.setup_errors)
+        for kind, example in part.error_examples.items():
+            merged.error_examples.setdefault(kind, example)
+        merged.breaches.extend(part.breaches)
+        merged.notes.extend(n for n in part.notes if n not in merged.notes)
+        for name in _COUNTS:
+            setattr(merged, name, getattr(merged, name) + getattr(part, name))
+    return merged
+
+
+_COUNTS: Final = (
+    "users_ready",
+    "answers_scanned",
+    "items_created",
+    "own_listed",
+    "own_expected_in_lists",
+    "own_reads",
+    "own_reads_ok",
+    "probes_sent",
+    "probes_refused",
+    "probes_served",
+    "probes_unanswered",
+)
+
+
+async def run_shares(
+    spec: RestScenarioSpec, shares: Sequence[RestShareHandle]
+) -> RestScenarioResult:
+    """The scenario over `shares` (together holding users 0 … spec.users - 1); every step
+    bounded by `spec.deadline_s` as a whole."""
+    coordinator = _Coordinator(spec, shares)
     started = time.monotonic()
+    notes = []
     try:
         async with asyncio.timeout(spec.deadline_s):
-            ready = await asyncio.gather(*(run.setup(i, make_user) for i in range(spec.users)))
-            run.users = [u for u in ready if u is not None]
-            result.users_ready = len(run.users)
-            result.labels = {u.index: u.session.username for u in run.users}
-            result.user_ids = [u.session.user_id for u in run.users]
-            if len(run.users) >= 2:
-                for round_no in range(spec.rounds):
-                    # Everybody writes, then everybody reads: every read of the round comes
-                    # after every other user's write, the moment a wrongly keyed cache shows.
-                    await asyncio.gather(*(run.write(u, round_no) for u in run.users))
-                    await asyncio.gather(*(run.read(u, run.users) for u in run.users))
+            await coordinator.run()
     except TimeoutError:
-        result.notes.append(f"the deadline of {spec.deadline_s:g} s passed; the rest was cancelled")
+        notes.append(f"the deadline of {spec.deadline_s:g} s passed; the rest was cancelled")
+    parts: list[RestScenarioResult] = await coordinator.each(lambda share: share.outcome())
+    result = coordinator.merged(parts)
+    result.notes.extend(notes)
     result.wall_seconds = time.monotonic() - started
     return result
+
+
+def share_indices(users: int, shares: int) -> list[list[int]]:
+    """Users 0 … users - 1 dealt over `shares` like cards (so each share holds some of the
+    first users and some of the last)."""
+    return [list(range(k, users, shares)) for k in range(shares)]
+
+
+async def run_rest_isolation(spec: RestScenarioSpec, make_user: MakeUser) -> RestScenarioResult:
+    """Run the scenario with every user in this process."""
+    return await run_shares(spec, [RestShare(spec, range(spec.users), make_user)])
 
 
 def plans_for(resources: Sequence[Resource]) -> tuple[ResourcePlan, ...]:

@@ -1,4 +1,5 @@
-"""The streaming isolation scenario's success criteria, each negative one on its control.
+"""The isolation scenarios' success criteria (streaming and REST), each negative one on its
+control.
 
 Every "0 breaches" stands on a positive control on the same channel: the users received
 their own data there (their own run's events on the socket, their own threads in their own
@@ -19,6 +20,7 @@ from pytest_apex.isolation.agent_scenario import PROBE_KINDS, AgentScenarioResul
 from pytest_apex.isolation.inbox import CHANNELS, IN_RUN, Leak
 from pytest_apex.isolation.power import describe as describe_power
 from pytest_apex.isolation.power import detectable_rate
+from pytest_apex.isolation.rest_scenario import RestScenarioResult
 from pytest_apex.isolation.roles import COMPLETING
 from pytest_apex.recording import Check
 from pytest_apex.settings import Thresholds
@@ -298,3 +300,97 @@ def cleanup_check(result: AgentScenarioResult, thresholds: Thresholds) -> Check:
         observed = result.spec.cleanup_timeout_s
         detail = f"still above baseline after {observed:g} s: {cleanup.stuck}; " + detail
     return Check("cleanup", observed, limit, "<=", unit="s", detail=detail)
+
+
+def rest_checks(result: RestScenarioResult, thresholds: Thresholds, users: int) -> list[Check]:
+    """The REST scenario's criteria, each negative one standing on its positive control."""
+    users_spec = thresholds.spec("concurrent_users_min")
+    breaches_spec = thresholds.spec("isolation_breaches_max")
+    assert users_spec.op is not None
+    breach_op = breaches_spec.op
+    assert breach_op is not None
+    limit = thresholds.integer("isolation_breaches_max")
+    counts = result.breach_counts()
+    listed_ok = result.own_listed == result.own_expected_in_lists > 0
+    read_ok = result.own_reads_ok == result.own_reads > 0
+    errors = "; ".join(p for p in (result.describe_errors(), *result.notes) if p)
+    # A share of the users lost mid-run (its machine, its actor): what they would have seen
+    # is unknown, so nothing that held proves anything.
+    lost = "; ".join(result.lost)
+
+    def breaches(name: str, channels: tuple[str, ...], control: bool, why: str) -> Check:
+        seen = sum(counts[c] for c in channels)
+        return Check(
+            name,
+            seen,
+            limit,
+            breach_op,
+            detail=result.describe_breaches(channels, EXAMPLES),
+            # No breach seen proves something only where the user saw its own data there.
+            inconclusive="" if seen > limit else (lost or ("" if control else why)),
+        )
+
+    return [
+        Check(
+            "detectable_leak_rate",
+            detectable_rate(result.answers_scanned),
+            thresholds.number("isolation_detectable_leak_rate_max"),
+            "<=",
+            detail=describe_power(result.answers_scanned),
+            inconclusive="" if result.answers_scanned else "no answer was scanned",
+        ),
+        Check(
+            users_spec.criterion,
+            result.users_ready,
+            users,
+            users_spec.op,
+            unit=users_spec.unit,
+            detail=errors,
+            inconclusive=lost,
+        ),
+        Check(
+            "own_items_listed",
+            result.own_listed,
+            result.own_expected_in_lists,
+            ">=",
+            unit="items",
+            detail="each user must find its own items in its own listings; " + errors,
+            inconclusive="" if result.own_expected_in_lists else "no user listed anything",
+        ),
+        Check(
+            "own_items_read",
+            result.own_reads_ok,
+            result.own_reads,
+            ">=",
+            unit="reads",
+            detail="each user must read its own items back, with its canary; " + errors,
+            inconclusive="" if result.own_reads else "no user read an item by id",
+        ),
+        breaches(
+            "cross_user_listings",
+            ("list", "sub_list"),
+            listed_ok,
+            "the users' own items were not all listed, so an empty listing proves nothing",
+        ),
+        breaches(
+            "cross_user_reads",
+            ("read", "update"),
+            read_ok,
+            "the users' own items could not all be read back",
+        ),
+        Check(
+            "resource_probes_answered",
+            result.probes_refused + result.probes_served,
+            result.probes_sent,
+            ">=",
+            unit="probes",
+            detail=errors,
+            inconclusive="" if result.probes_sent else "no probe was sent",
+        ),
+        breaches(
+            "cross_user_resource_access",
+            ("probe", "probe_sub_list", "probe_write"),
+            read_ok and result.probes_unanswered == 0 and result.probes_sent > 0,
+            f"{result.probes_unanswered} of {result.probes_sent} probes went unanswered",
+        ),
+    ]

@@ -44,37 +44,35 @@ from pytest_apex.isolation.agent_scenario import (
 from pytest_apex.isolation.cleanup import ReadGauges
 from pytest_apex.isolation.database import DatabaseUnreachable, violations_of_users
 from pytest_apex.isolation.inbox import timeline
-from pytest_apex.isolation.power import describe as describe_power
-from pytest_apex.isolation.power import detectable_rate
 from pytest_apex.isolation.rest_scenario import (
-    RestScenarioResult,
     RestScenarioSpec,
     plans_for,
-    run_rest_isolation,
 )
 from pytest_apex.jsonpath import dig
 from pytest_apex.recording import Check, CriteriaRecorder
 from pytest_apex.reporting.allure import listening as allure_enabled
 from pytest_apex.reporting.contamination import render_contamination_matrix, stream_timeline
 from pytest_apex.settings import ApexSettings, Thresholds
-from pytest_apex.suites.isolation_checks import agent_checks
+from pytest_apex.suites.isolation_checks import agent_checks, rest_checks
+from pytest_apex.suites.isolation_fixtures import RestIsolation
 
 pytestmark = pytest.mark.isolation
 
 
 class UsersRunHere(UserWarning):
-    """The isolation suite's users ran in this process whatever `--apex-executor` said."""
+    """The streaming scenario's users ran in this process whatever `--apex-executor` said."""
 
 
-@pytest.fixture(autouse=True)
-def _users_run_here(apex_settings: ApexSettings) -> None:
-    # The executor spreads the load suite's workers; this suite's users, their canaries and
-    # the book that resolves every sighting live in one process. Said, not silently ignored.
+@pytest.fixture
+def _agent_users_run_here(apex_settings: ApexSettings) -> None:
+    # The executor spreads the load suite's workers and the REST scenario's users; the
+    # streaming scenario's users (barriers per round, sockets read to the end) run in one
+    # process. Said, not silently ignored.
     if apex_settings.executor != "local":
         warnings.warn(
             UsersRunHere(
-                f"--apex-executor {apex_settings.executor} applies to the load suite only: "
-                "the isolation suite's users run in this process"
+                f"--apex-executor {apex_settings.executor} spreads the load suite and the REST "
+                "isolation scenario: the streaming agent scenario's users run in this process"
             ),
             stacklevel=1,
         )
@@ -192,6 +190,7 @@ def attach_contamination(result: AgentScenarioResult, tmp_path: Path) -> None:
 
 
 @in_session_loop
+@pytest.mark.usefixtures("_agent_users_run_here")
 async def test_concurrent_users_never_see_each_others_data(
     apex_criteria: CriteriaRecorder,
     apex_new_user: UserMaker,
@@ -302,100 +301,10 @@ async def database_check(
 # --- REST resources users own -----------------------------------------------------------
 
 
-def rest_checks(result: RestScenarioResult, thresholds: Thresholds, users: int) -> list[Check]:
-    """The REST scenario's criteria, each negative one standing on its positive control."""
-    users_spec = thresholds.spec("concurrent_users_min")
-    breaches_spec = thresholds.spec("isolation_breaches_max")
-    assert users_spec.op is not None
-    breach_op = breaches_spec.op
-    assert breach_op is not None
-    limit = thresholds.integer("isolation_breaches_max")
-    counts = result.breach_counts()
-    listed_ok = result.own_listed == result.own_expected_in_lists > 0
-    read_ok = result.own_reads_ok == result.own_reads > 0
-    errors = result.describe_errors()
-
-    def breaches(name: str, channels: tuple[str, ...], control: bool, why: str) -> Check:
-        seen = sum(counts[c] for c in channels)
-        return Check(
-            name,
-            seen,
-            limit,
-            breach_op,
-            detail=result.describe_breaches(channels, EXAMPLES),
-            # No breach seen proves something only where the user saw its own data there.
-            inconclusive="" if seen > limit or control else why,
-        )
-
-    return [
-        Check(
-            "detectable_leak_rate",
-            detectable_rate(result.answers_scanned),
-            thresholds.number("isolation_detectable_leak_rate_max"),
-            "<=",
-            detail=describe_power(result.answers_scanned),
-            inconclusive="" if result.answers_scanned else "no answer was scanned",
-        ),
-        Check(
-            users_spec.criterion,
-            result.users_ready,
-            users,
-            users_spec.op,
-            unit=users_spec.unit,
-            detail=errors,
-        ),
-        Check(
-            "own_items_listed",
-            result.own_listed,
-            result.own_expected_in_lists,
-            ">=",
-            unit="items",
-            detail="each user must find its own items in its own listings; " + errors,
-            inconclusive="" if result.own_expected_in_lists else "no user listed anything",
-        ),
-        Check(
-            "own_items_read",
-            result.own_reads_ok,
-            result.own_reads,
-            ">=",
-            unit="reads",
-            detail="each user must read its own items back, with its canary; " + errors,
-            inconclusive="" if result.own_reads else "no user read an item by id",
-        ),
-        breaches(
-            "cross_user_listings",
-            ("list", "sub_list"),
-            listed_ok,
-            "the users' own items were not all listed, so an empty listing proves nothing",
-        ),
-        breaches(
-            "cross_user_reads",
-            ("read", "update"),
-            read_ok,
-            "the users' own items could not all be read back",
-        ),
-        Check(
-            "resource_probes_answered",
-            result.probes_refused + result.probes_served,
-            result.probes_sent,
-            ">=",
-            unit="probes",
-            detail=errors,
-            inconclusive="" if result.probes_sent else "no probe was sent",
-        ),
-        breaches(
-            "cross_user_resource_access",
-            ("probe", "probe_sub_list", "probe_write"),
-            read_ok and result.probes_unanswered == 0 and result.probes_sent > 0,
-            f"{result.probes_unanswered} of {result.probes_sent} probes went unanswered",
-        ),
-    ]
-
-
 @in_session_loop
 async def test_users_never_see_each_others_resources(
     apex_criteria: CriteriaRecorder,
-    apex_new_user: UserMaker,
+    apex_rest_isolation: RestIsolation,
     apex_settings: ApexSettings,
     apex_app: AppDescription,
     request: pytest.FixtureRequest,
@@ -411,9 +320,7 @@ async def test_users_never_see_each_others_resources(
         seed=apex_settings.seed if apex_settings.seed is not None else secrets.randbelow(2**31),
         deadline_s=DEADLINE_S,
     )
-    # apex_new_user makes UserSessions, the scenario wants ResourceSessions: a user whose
-    # session cannot create() is counted as a failed setup by the scenario, not a crash.
-    result = await run_rest_isolation(spec, apex_new_user)  # type: ignore[arg-type]
+    result = await apex_rest_isolation(spec)
     request.node.user_properties.append(
         (
             "isolation.rest",

@@ -149,14 +149,16 @@ async def within(deadline_s: float, condition: Callable[[], bool]) -> None:
 
 
 @contextmanager
-def serving_in_a_thread() -> Iterator[str]:
-    """`json_app` in its own thread and loop, for load workers in other processes."""
+def serving_in_a_thread(
+    make_app: Callable[[], web.Application] = lambda: json_app(),
+) -> Iterator[str]:
+    """`make_app()` (`json_app`) in its own thread and loop, for workers in other processes."""
     ready: list[str] = []
     stop = threading.Event()
 
     def serve() -> None:
         async def main() -> None:
-            async with local_server(json_app()) as url:
+            async with local_server(make_app()) as url:
                 ready.append(url)
                 while not stop.is_set():
                     await asyncio.sleep(0.02)  # polling the stop flag of a test server

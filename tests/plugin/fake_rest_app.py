@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
 import httpx
@@ -135,3 +136,27 @@ class FakeRestApp:
         chunk = items[(page - 1) * size : page * size]
         following = f"?page={page + 1}" if page * size < len(items) else None
         return httpx.Response(200, json={"items": chunk, "next": following})
+
+
+def served(app: FakeRestApp, before: Callable[[httpx.Request], None] | None = None) -> Any:
+    """`app` as an aiohttp application (for `fake_load.serving_in_a_thread`), so users in
+    other processes reach it over HTTP; `before(request)` sees each request first."""
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        asked = httpx.Request(
+            request.method,
+            str(request.url),
+            headers=dict(request.headers),
+            content=await request.read(),
+        )
+        if before is not None:
+            before(asked)
+        answer = app(asked)
+        return web.Response(
+            status=answer.status_code, body=answer.content, content_type="application/json"
+        )
+
+    served_app = web.Application()
+    served_app.router.add_route("*", "/{tail:.*}", handle)
+    return served_app

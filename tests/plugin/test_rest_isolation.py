@@ -11,19 +11,29 @@ from pytest_apex.adapters.rest import RestAdapter
 from pytest_apex.app import load_description
 from pytest_apex.isolation.identities import IdentityBook
 from pytest_apex.isolation.rest_scenario import (
+    Published,
+    RestBreach,
     RestScenarioResult,
     RestScenarioSpec,
+    RestShare,
+    ShareLost,
     plans_for,
     run_rest_isolation,
+    run_shares,
+    share_indices,
 )
+from pytest_apex.settings import Thresholds
+from pytest_apex.suites.isolation_checks import rest_checks
 from tests.plugin.fake_rest_app import DESCRIPTION, FakeRestApp
 
 USERS = 6
 
 
 async def _run(
-    app: FakeRestApp, users: int = USERS, fail_user: int | None = None
+    app: FakeRestApp, users: int = USERS, fail_user: int | None = None, shares: int = 0
 ) -> RestScenarioResult:
+    """The scenario in one process, or with its users dealt over `shares` shares (each one
+    as a machine of a spread run would hold them, knowing only what the others publish)."""
     description = load_description(DESCRIPTION, "fake")
     adapter = RestAdapter(
         description, {"api": "http://api.test"}, transport=httpx.MockTransport(app)
@@ -37,7 +47,10 @@ async def _run(
 
     spec = RestScenarioSpec(users=users, resources=plans_for(description.resources), seed=7)
     try:
-        return await run_rest_isolation(spec, make_user)
+        if not shares:
+            return await run_rest_isolation(spec, make_user)
+        parts = [RestShare(spec, i, make_user) for i in share_indices(users, shares)]
+        return await run_shares(spec, parts)
     finally:
         await adapter.aclose()
 
@@ -128,3 +141,112 @@ async def test_an_error_that_echoes_the_asked_id_is_no_leak() -> None:
     result = await _run(app)
     assert result.probes_refused == result.probes_sent > 0
     assert result.breaches == []
+
+
+# --- users dealt over shares (a run spread over machines, one share per machine) ---------
+
+
+def _share_of(user: int, shares: int) -> int:
+    return user % shares  # share_indices deals users like cards
+
+
+async def test_users_dealt_over_shares_do_what_they_do_in_one_process() -> None:
+    alone = await _run(FakeRestApp())
+    spread = await _run(FakeRestApp(), shares=3)
+    assert spread.users_ready == USERS
+    assert spread.breaches == []
+    assert spread.own_listed == spread.own_expected_in_lists == alone.own_expected_in_lists
+    assert spread.own_reads_ok == spread.own_reads == alone.own_reads
+    # The same seed draws the same number of probes: every user sees every other's targets.
+    assert spread.probes_refused == spread.probes_sent == alone.probes_sent > 0
+    assert set(spread.labels) == set(range(USERS))
+
+
+@pytest.mark.parametrize(("bug", "channel"), [("list_leak", "list"), ("idor", "probe")])
+async def test_a_leak_between_users_of_different_shares_is_caught_and_attributed(
+    bug: str, channel: str
+) -> None:
+    result = await _run(FakeRestApp(bug), shares=2)
+    across = [
+        b
+        for b in result.breaches
+        if b.channel == channel
+        and b.owner is not None
+        and _share_of(b.viewer, 2) != _share_of(b.owner, 2)
+    ]
+    assert across, result.breach_counts()
+    assert all(b.owner is not None for b in result.breaches)
+
+
+class _OneOff:
+    """A share that publishes nothing and saw one canary it could not attribute."""
+
+    def __init__(self, spec: RestScenarioSpec, seen: str) -> None:
+        self.result = RestScenarioResult(spec, users_ready=1)
+        self.result.breaches.append(RestBreach("list", 5, None, "GET /notebooks", seen))
+
+    async def setup(self) -> Published:
+        return Published(users_ready=1)
+
+    async def learn(self, published: object) -> None:
+        return None
+
+    async def write(self, round_no: int) -> Published:
+        return Published()
+
+    async def read(self) -> Published:
+        return Published()
+
+    async def outcome(self) -> RestScenarioResult:
+        return self.result
+
+
+async def test_a_sighting_a_share_could_not_attribute_is_resolved_against_the_whole_run() -> None:
+    spec = RestScenarioSpec(users=2, resources=plans_for(_description().resources), rounds=1)
+    canary = "apexcanary-0123456789abcdef"
+
+    class Publisher(_OneOff):
+        async def setup(self) -> Published:
+            return Published(((0, canary, "canary", ""),), users_ready=1)
+
+        async def outcome(self) -> RestScenarioResult:
+            return RestScenarioResult(spec, users_ready=1)
+
+    # Seen truncated to its user part: the whole run's book still knows whose it is.
+    result = await run_shares(spec, [Publisher(spec, ""), _OneOff(spec, canary[:19])])
+    assert [(b.viewer, b.owner) for b in result.breaches] == [(5, 0)]
+
+
+class _Dies(RestShare):
+    async def read(self) -> Published:
+        raise ShareLost("isolation share 1 on node 10.0.0.7 died during read: ActorDiedError")
+
+
+async def test_a_share_lost_mid_run_makes_every_criterion_that_held_inconclusive() -> None:
+    description = _description()
+    adapter = RestAdapter(
+        description, {"api": "http://api.test"}, transport=httpx.MockTransport(FakeRestApp())
+    )
+    run = uuid.uuid4().hex[:6]
+
+    async def make_user(index: int):  # type: ignore[no-untyped-def]
+        return await adapter.login(f"user{index}-{run}")
+
+    spec = RestScenarioSpec(users=USERS, resources=plans_for(description.resources), seed=7)
+    first, second = share_indices(USERS, 2)
+    try:
+        result = await run_shares(
+            spec, [RestShare(spec, first, make_user), _Dies(spec, second, make_user)]
+        )
+    finally:
+        await adapter.aclose()
+    assert result.lost == ["isolation share 1 on node 10.0.0.7 died during read: ActorDiedError"]
+    assert result.users_ready == len(first)  # the lost share's outcome never came
+    checks = {c.name: c for c in rest_checks(result, Thresholds.defaults(), USERS)}
+    for name in ("cross_user_listings", "cross_user_reads", "cross_user_resource_access"):
+        assert "node 10.0.0.7 died" in checks[name].inconclusive, name
+    assert "node 10.0.0.7" in checks["concurrent_users"].inconclusive
+
+
+def _description():  # type: ignore[no-untyped-def]
+    return load_description(DESCRIPTION, "fake")
