@@ -138,7 +138,7 @@ class Criterion:
     def outcome(self) -> Outcome:
         if self.reason:
             return "inconclusive"
-        return "pass" if _holds(self.observed, self.op, self.threshold) else "fail"
+        return "pass" if holds(self.observed, self.op, self.threshold) else "fail"
 
     @property
     def passed(self) -> bool:
@@ -213,7 +213,7 @@ class Criterion:
         return criterion
 
 
-def _holds(observed: float, op: Op, threshold: float) -> bool:
+def holds(observed: float, op: Op, threshold: float) -> bool:
     match op:
         case "<":
             return observed < threshold

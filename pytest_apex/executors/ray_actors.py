@@ -1,5 +1,5 @@
 """What runs on the Ray cluster: one load worker per actor, the barrier they start at, and
-the shares of the isolation suite's REST users.
+the shares of the isolation suite's users (REST and streaming).
 
 Plain classes, made actors by the driver (`ray.remote(LoadWorkerActor)`), so this module
 imports without Ray. A worker runs the same engine as a local one (`run_plan` with its share
@@ -13,16 +13,23 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 from pytest_apex.adapters.factory import DescribedUsers
+from pytest_apex.isolation.agent_scenario import (
+    AgentPublished,
+    AgentScenarioResult,
+    AgentScenarioSpec,
+    AgentShare,
+)
 from pytest_apex.isolation.rest_scenario import (
     Published,
     RestScenarioResult,
     RestScenarioSpec,
     RestShare,
 )
+from pytest_apex.isolation.roles import Role
 from pytest_apex.load.engine import EngineSettings, SessionFactory, run_plan
 from pytest_apex.load.progress import Snapshot
 from pytest_apex.load.result import StageResult
@@ -140,3 +147,55 @@ class RestShareActor:
         # The run is over for this share: its users' sessions close before it answers.
         await self.users.aclose()
         return await self.share.outcome()
+
+
+class AgentShareActor:
+    """A share of the streaming isolation scenario's users on one node (`AgentShare` phase
+    by phase): their sockets, their runs and everything they received live here."""
+
+    def __init__(
+        self, spec: AgentScenarioSpec, indices: Sequence[int], users: DescribedUsers, share: int
+    ):
+        self.users = users
+        # The adapter's UserSessions are the scenario's StreamingAgentSessions when the app
+        # runs agents (the description says so; the suite asks only then).
+        self.share = AgentShare(spec, indices, users, share)  # type: ignore[arg-type]
+
+    node = LoadWorkerActor.node
+
+    async def sign_up(self) -> AgentPublished:
+        return await self.share.sign_up()
+
+    async def setup(self) -> AgentPublished:
+        return await self.share.setup()
+
+    async def learn(self, published: Sequence[AgentPublished]) -> None:
+        await self.share.learn(published)
+
+    async def start_round(self, round_no: int, roles: Mapping[int, Role]) -> AgentPublished:
+        return await self.share.start_round(round_no, roles)
+
+    async def finish_round(
+        self, round_no: int, roles: Mapping[int, Role], partners: Mapping[int, Sequence[int]]
+    ) -> AgentPublished:
+        return await self.share.finish_round(round_no, roles, partners)
+
+    async def burst(self, runs: int) -> AgentPublished:
+        return await self.share.burst(runs)
+
+    async def drain(self) -> None:
+        await self.share.drain()
+
+    async def close(self) -> None:
+        await self.share.close()
+
+    async def outcome(self) -> AgentScenarioResult:
+        await self.users.aclose()
+        result = await self.share.outcome()
+        # The records' events were bound to this actor's loop, which pickle cannot send;
+        # the run is over, so fresh ones say the same.
+        for run in result.runs:
+            run.changed = asyncio.Event()
+        for probe in result.probes:
+            probe.answered = asyncio.Event()
+        return result

@@ -2,7 +2,9 @@
 
 1. Every user logs in, gets a canary (one per item: their thread, each run's request), creates
    a thread titled with it and opens a socket whose every frame goes to the inbox.
-2. Rounds, each released by a barrier so that all users act at the same moment:
+2. Rounds, in which all users act at the same moment: every user starts its run, and once
+   every run is accepted (its id known to everybody, for the probes), the round goes on
+   with the runs still streaming:
    - round 0 is calm (the baseline); in the later rounds a seeded share of users cancels its
      run mid-stream, reconnects mid-run, sends a request that makes its agent fail, or
      floods a second socket past the rate limit and opens more sockets than the app allows;
@@ -19,6 +21,10 @@
 Only then is everything scanned (`inbox`), with every identity of every user known. Every
 step is bounded (runs, probes, each wait's timeout, an overall deadline); whatever a user's
 action raises is counted with an example and the others go on.
+
+The users live in shares (`AgentShare`): one for a run in one process, one per machine for a
+run spread over a cluster. A coordinator runs each phase on every share at once and hands
+every share what the others published (identities, threads, latest runs) before the next.
 """
 
 from __future__ import annotations
@@ -31,14 +37,15 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, cast
+from operator import methodcaller
+from typing import Any, Final, Literal, Protocol, cast
 
 from hdrh.histogram import HdrHistogram
 
 from pytest_apex.adapters.base import AgentStream, RunSignal, StreamingAgentSession
 from pytest_apex.isolation.canary import CanaryBook
 from pytest_apex.isolation.cleanup import CleanupResult, ReadGauges, wait_for_rest
-from pytest_apex.isolation.identities import IdentityBook
+from pytest_apex.isolation.identities import Identity, IdentityBook, IdentityKind
 from pytest_apex.isolation.inbox import (
     AFTER_RECONNECT,
     BETWEEN,
@@ -49,8 +56,9 @@ from pytest_apex.isolation.inbox import (
     ScanResult,
 )
 from pytest_apex.isolation.roles import Adversity, Role, assign, pairings
+from pytest_apex.isolation.shares import Shares
 
-MakeUsers = Callable[[int], Awaitable[Sequence[StreamingAgentSession | BaseException]]]
+MakeUser = Callable[[int], Awaitable[StreamingAgentSession]]
 ProbeKind = Literal["run_status", "cancel_run", "start_on_thread", "read_thread"]
 PROBE_KINDS: Final[tuple[ProbeKind, ...]] = (
     "run_status",
@@ -175,13 +183,36 @@ class _User:
         return next((r.run_id for r in reversed(self.records) if r.run_id), "")
 
 
+@dataclass(frozen=True)
+class Peer:
+    """What the other users of the run know of one user: its threads and its latest run."""
+
+    index: int
+    thread_ids: tuple[str, ...]
+    run_id: str = ""
+
+    def thread_in(self, round_no: int) -> str:
+        """The thread the user runs on in round `round_no` (as `_User.thread_id`)."""
+        return self.thread_ids[round_no % len(self.thread_ids)] if self.thread_ids else ""
+
+
+@dataclass(frozen=True)
+class AgentPublished:
+    """What a share tells the others after a phase: the identities it issued since its last
+    phase, what others need to probe its users (`Peer`), and how many of them are ready."""
+
+    identities: tuple[Identity, ...] = ()
+    peers: tuple[Peer, ...] = ()
+    users_ready: int = 0
+
+
 @dataclass
 class AgentScenarioResult:
     """What the scenario measured; `scan` holds every leak."""
 
     spec: AgentScenarioSpec
     labels: dict[int, str] = field(default_factory=dict)
-    user_ids: list[str] = field(default_factory=list)
+    user_ids: dict[int, str] = field(default_factory=dict)  # user index -> the app's user id
     simultaneous: int = 0
     runs: list[RunRecord] = field(default_factory=list)
     probes: list[ProbeRecord] = field(default_factory=list)
@@ -199,6 +230,9 @@ class AgentScenarioResult:
     phases: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     inbox: Inbox = field(default_factory=Inbox)
+    # Shares of the users whose process was lost mid-run (a Ray actor that died), each
+    # naming where it ran: whatever its users would have seen is unknown.
+    lost: list[str] = field(default_factory=list)
 
     def phase_done(self, name: str, since: float) -> float:
         """Record `name` as lasting from `since` (a monotonic time) until now; now."""
@@ -241,20 +275,134 @@ class AgentScenarioResult:
         return [r for r in self.runs if r.outcome == "cancelled" and r.role != "cancel"]
 
 
-class _Scenario:
-    def __init__(self, spec: AgentScenarioSpec, result: AgentScenarioResult) -> None:
+class AgentShare:
+    """The users `indices` of a run, driven phase by phase: `sign_up`, `setup`, then per
+    round `start_round` and `finish_round`, `burst`, `drain`, `close`, `outcome`. Each phase
+    returns what the other shares must learn (`learn`) before the next one.
+
+    One share holds every user of a local run; a run spread over machines has one share per
+    machine. Times are this share's own monotonic clock: nothing compares two shares' clocks.
+    """
+
+    def __init__(
+        self, spec: AgentScenarioSpec, indices: Sequence[int], make_user: MakeUser, share: int = 0
+    ) -> None:
         self.spec = spec
-        self.result = result
+        self.indices = tuple(indices)
+        self.make_user = make_user
+        self.result = AgentScenarioResult(spec)
         self.canaries = CanaryBook()
         self.identities = IdentityBook()
+        self.sessions: list[tuple[int, StreamingAgentSession]] = []
         self.users: list[_User] = []
-        self.rng = random.Random(spec.seed)
+        self.peers: dict[int, Peer] = {}
+        self.round_runs: dict[int, RunRecord | None] = {}  # user -> this round's run
+        # Mid-stream moments (which event a canceller cancels after): seeded per share.
+        self.rng = random.Random(hash((spec.seed, share)))
         self.started = time.monotonic()
         self.draining = False
         self.in_flight = 0
+        self._unpublished: list[Identity] = []
 
     def now(self) -> float:
         return time.monotonic() - self.started
+
+    def _own(self, owner: int, value: object, kind: IdentityKind, label: str = "") -> None:
+        self.identities.add(owner, value, kind, label)
+        self._unpublished.append((owner, str(value), kind, label))
+
+    def _publish(self, peers: Sequence[Peer] = (), ready: int = 0) -> AgentPublished:
+        identities, self._unpublished = tuple(self._unpublished), []
+        return AgentPublished(identities, tuple(peers), ready)
+
+    def _peers(self) -> list[Peer]:
+        return [Peer(u.index, tuple(u.thread_ids), u.latest_run_id()) for u in self.users]
+
+    # --- the phases ---------------------------------------------------------------------
+
+    async def sign_up(self) -> AgentPublished:
+        """Every user of the share signs up and logs in at once; one that fails is counted."""
+        made = await asyncio.gather(
+            *(self.make_user(i) for i in self.indices), return_exceptions=True
+        )
+        for index, session in zip(self.indices, made, strict=True):
+            if isinstance(session, BaseException):
+                self.result.error("sign-up or login failed", f"user {index}: {_said(session)}")
+            else:
+                self.sessions.append((index, session))
+                self.result.labels[index] = f"user{index} <{session.email}>"
+        return self._publish()
+
+    async def setup(self) -> AgentPublished:
+        prepared = await asyncio.gather(*(self.setup_user(i, s) for i, s in self.sessions))
+        self.users = [u for u in prepared if u is not None]
+        self.result.user_ids = {u.index: u.session.user_id for u in self.users}
+        self.result.simultaneous = len(self.users)
+        return self._publish(self._peers(), len(self.users))
+
+    async def learn(self, published: Sequence[AgentPublished]) -> None:
+        """What every share published in the phase just ended (this one's too)."""
+        for part in published:
+            self.identities.add_all(part.identities)
+            self.peers.update((peer.index, peer) for peer in part.peers)
+
+    async def start_round(self, round_no: int, roles: Mapping[int, Role]) -> AgentPublished:
+        """Every user starts its run of the round at the same moment; returns once each run
+        is accepted (its id known, for the others' probes), refused or out of time."""
+        started = await asyncio.gather(
+            *(self.start_user_round(u, round_no, roles[u.index]) for u in self.users)
+        )
+        self.round_runs = {
+            user.index: record
+            for user, record in zip(self.users, started, strict=True)
+            if record is not _SITS_OUT
+        }
+        return self._publish(self._peers())
+
+    async def finish_round(
+        self, round_no: int, roles: Mapping[int, Role], partners: Mapping[int, Sequence[int]]
+    ) -> AgentPublished:
+        """The rest of the round, its runs still streaming: REST and adversity during the
+        run, its end, its status, then probes of this round's partners, wherever they run."""
+        await asyncio.gather(
+            *(
+                self.finish_user_round(u, roles[u.index], partners.get(u.index, ()))
+                for u in self.users
+                if u.index in self.round_runs
+            )
+        )
+        return self._publish()
+
+    async def burst(self, runs: int) -> AgentPublished:
+        await asyncio.gather(*(self.burst_user(u, runs) for u in self.users))
+        return self._publish()
+
+    async def drain(self) -> None:
+        """From now on, whatever arrives arrives outside every run."""
+        self.draining = True
+
+    async def close(self) -> None:
+        for user in self.users:
+            for socket in user.sockets:
+                if socket.stream is not None and _open(socket):
+                    try:
+                        await socket.stream.close()
+                    except Exception as exc:
+                        self.result.error(
+                            "closing a socket raised", f"user {user.index}: {_said(exc)}"
+                        )
+
+    async def outcome(self) -> AgentScenarioResult:
+        """Everything the share's users received, scanned against every identity of the run
+        (each share has learnt all of them by now)."""
+        # Ids a user probed, quoted back to it on its socket, are echoes, not leaks.
+        probed = {user.index: tuple(user.probed_values) for user in self.users}
+        for received in self.result.inbox.items:
+            if received.channel == "socket":
+                received.echoed = probed.get(received.viewer, ())
+        self.result.scan = self.result.inbox.scan(self.identities)
+        self.result.wall_seconds = self.now()
+        return self.result
 
     # --- what a socket receives ---------------------------------------------------------
 
@@ -307,7 +455,7 @@ class _Scenario:
             if signal.accepted and signal.run_id:
                 request.run_id = signal.run_id
                 user.runs[signal.run_id] = request
-                self.identities.add(user.index, signal.run_id, "run_id", f"run {request.round}")
+                self._own(user.index, signal.run_id, "run_id", f"run {request.round}")
             elif signal.refused:
                 request.outcome, request.ended_at = "refused", self.now()
                 self.in_flight -= 1
@@ -346,20 +494,20 @@ class _Scenario:
 
     # --- setup --------------------------------------------------------------------------
 
-    async def setup(self, index: int, session: StreamingAgentSession) -> _User | None:
+    async def setup_user(self, index: int, session: StreamingAgentSession) -> _User | None:
         user = _User(index, session, self.canaries.issue(index))
-        self.identities.add(index, user.canary, "canary", "the user")
-        self.identities.add(index, session.user_id, "user_id")
-        self.identities.add(index, session.username, "username")
-        self.identities.add(index, session.email, "username")
+        self._own(index, user.canary, "canary", "the user")
+        self._own(index, session.user_id, "user_id")
+        self._own(index, session.username, "username")
+        self._own(index, session.email, "username")
         try:
             for number in range(THREADS_PER_USER):
                 label = f"thread {number + 1}"
                 title = self.canaries.item(index, label)
-                self.identities.add(index, title, "canary", label)
+                self._own(index, title, "canary", label)
                 thread = await session.create_thread(f"{title} isolation {label} of user {index}")
                 user.thread_ids.append(str(thread["id"]))
-                self.identities.add(index, user.thread_ids[-1], "item_id", label)
+                self._own(index, user.thread_ids[-1], "item_id", label)
             await self.ensure_main(user)
         except Exception as exc:
             self.result.error("setup failed", f"{self.result.labels[index]}: {_said(exc)}")
@@ -372,7 +520,7 @@ class _Scenario:
         self, user: _User, socket: _Socket, round_no: int, role: Role
     ) -> RunRecord | None:
         canary = self.canaries.item(user.index, f"run {round_no} request")
-        self.identities.add(user.index, canary, "canary", f"run {round_no} request")
+        self._own(user.index, canary, "canary", f"run {round_no} request")
         text = f"{canary} isolation run {round_no} of user {user.index}"
         if role == "fail":
             text = user.session.failing_request(text) or text
@@ -511,8 +659,8 @@ class _Scenario:
 
     # --- probes -------------------------------------------------------------------------
 
-    async def probe(self, user: _User, other: _User) -> None:
-        run_id = other.latest_run_id()
+    async def probe(self, user: _User, other: Peer) -> None:
+        run_id = other.run_id
         if run_id:
             user.probed_values.add(run_id)
             probe = self.new_probe(user, other, "run_status")
@@ -526,13 +674,14 @@ class _Scenario:
         if user.main is not None and user.main.stream is not None:
             probe = self.new_probe(user, other, "start_on_thread")
             text = f"{self.canaries.item(user.index, 'probe request')} probe of another thread"
-            await self.socket_probe(user, probe, user.main.stream.start_run(other.thread_id, text))
+            thread = other.thread_in(user.round_no)
+            await self.socket_probe(user, probe, user.main.stream.start_run(thread, text))
         probe = self.new_probe(user, other, "read_thread")
-        answers = await user.session.read_thread(other.thread_id)
+        answers = await user.session.read_thread(other.thread_in(user.round_no))
         self.keep(user, answers, "probe read thread")
         self.judge_answer(probe, answers[0] if answers else None)
 
-    def new_probe(self, user: _User, other: _User, kind: ProbeKind) -> ProbeRecord:
+    def new_probe(self, user: _User, other: Peer, kind: ProbeKind) -> ProbeRecord:
         probe = ProbeRecord(user.index, other.index, kind)
         self.result.probes.append(probe)
         return probe
@@ -567,16 +716,23 @@ class _Scenario:
         except Exception as exc:
             self.result.error(f"{doing} raised", f"{self.label(user)}: {_said(exc)}")
 
-    async def user_round(
-        self, user: _User, round_no: int, role: Role, partners: Sequence[_User]
-    ) -> None:
+    async def start_user_round(self, user: _User, round_no: int, role: Role) -> Any:
+        """The user's run of the round (None: it could not start one), or `_SITS_OUT` when
+        the user cannot take part in the round at all (its socket could not be reopened)."""
         user.round_no = round_no
         try:
             main = await self.ensure_main(user)
         except Exception as exc:
             self.result.error("reopening a socket raised", f"{self.label(user)}: {_said(exc)}")
-            return
+            return _SITS_OUT
         record = await self.start_run(user, main, round_no, role)
+        if record is not None:
+            timeout = self.spec.run_timeout_s
+            await self.until(record, lambda: bool(record.run_id) or record.done, timeout)
+        return record
+
+    async def finish_user_round(self, user: _User, role: Role, partners: Sequence[int]) -> None:
+        record = self.round_runs[user.index]
         steps: list[Awaitable[Any]] = [
             self.guarded(user, "REST during a run", self.rest_during_run(user))
         ]
@@ -588,22 +744,12 @@ class _Scenario:
         if record is not None:
             await self.finish(record)
             await self.guarded(user, "reading the run status", self.rest_after_run(user, record))
-        for other in partners:
-            await self.guarded(user, "probing another user", self.probe(user, other))
+        for index in partners:
+            other = self.peers.get(index)
+            if other is not None:
+                await self.guarded(user, "probing another user", self.probe(user, other))
 
-    async def released(
-        self,
-        barrier: asyncio.Barrier,
-        user: _User,
-        round_no: int,
-        role: Role,
-        partners: Sequence[int],
-        by_index: Mapping[int, _User],
-    ) -> None:
-        await barrier.wait()  # every user of the round acts at the same moment
-        await self.user_round(user, round_no, role, [by_index[p] for p in partners])
-
-    async def burst(self, user: _User, runs: int) -> None:
+    async def burst_user(self, user: _User, runs: int) -> None:
         try:
             main = await self.ensure_main(user)
         except Exception as exc:
@@ -612,86 +758,158 @@ class _Scenario:
         records = [await self.start_run(user, main, BURST_ROUND, "calm") for _ in range(runs)]
         await asyncio.gather(*(self.finish(r) for r in records if r is not None))
 
-    async def rounds(self, users: Sequence[_User]) -> None:
-        by_index = {u.index: u for u in users}
-        indices = [u.index for u in users]
+
+_SITS_OUT: Final = object()
+
+
+class AgentShareHandle(Protocol):
+    """A share as the coordinator drives it: an `AgentShare` here, or one on another
+    machine (`pytest_apex.executors.ray_isolation`). Each call may raise `ShareLost`."""
+
+    async def sign_up(self) -> AgentPublished: ...
+
+    async def setup(self) -> AgentPublished: ...
+
+    async def learn(self, published: Sequence[AgentPublished]) -> None: ...
+
+    async def start_round(self, round_no: int, roles: Mapping[int, Role]) -> AgentPublished: ...
+
+    async def finish_round(
+        self, round_no: int, roles: Mapping[int, Role], partners: Mapping[int, Sequence[int]]
+    ) -> AgentPublished: ...
+
+    async def burst(self, runs: int) -> AgentPublished: ...
+
+    async def drain(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def outcome(self) -> AgentScenarioResult: ...
+
+
+class _Coordinator:
+    """Runs each phase on every share at once and hands its news to all of them."""
+
+    def __init__(self, spec: AgentScenarioSpec, shares: Sequence[AgentShareHandle]) -> None:
+        self.spec = spec
+        self.shares = Shares(shares)
+        self.peers: dict[int, Peer] = {}
+        self.rng = random.Random(spec.seed)  # who does what, and who probes whom
+
+    async def phase(self, call: Callable[[AgentShareHandle], Awaitable[AgentPublished]]) -> int:
+        published: list[AgentPublished] = await self.shares.each(call)
+        for part in published:
+            self.peers.update((peer.index, peer) for peer in part.peers)
+        await self.shares.each(lambda share: share.learn(published))
+        return sum(p.users_ready for p in published)
+
+    async def rounds(self) -> None:
+        indices = sorted(self.peers)
+        roles: dict[int, Role] = {}
         for round_no in range(self.spec.rounds):
-            roles = assign(indices, self.spec.adversity if round_no else None, self.rng)
+            adversity = self.spec.adversity if round_no else None
+            roles = assign(indices, adversity, self.rng, previous=roles)
             partners = pairings(indices, self.spec.probes_per_round, self.rng)
-            barrier = asyncio.Barrier(len(users))
-            await asyncio.gather(
-                *(
-                    self.released(barrier, u, round_no, roles[u.index], partners[u.index], by_index)
-                    for u in users
-                )
-            )
+            await self.phase(methodcaller("start_round", round_no, roles))
+            await self.phase(methodcaller("finish_round", round_no, roles, partners))
         runs = self.spec.burst_runs_per_user
         if runs:
-            await asyncio.gather(*(self.burst(u, runs) for u in users))
+            await self.phase(lambda share: share.burst(runs))
 
 
-async def run_agent_isolation(
+def merge_agent_results(
+    spec: AgentScenarioSpec, parts: Sequence[AgentScenarioResult]
+) -> AgentScenarioResult:
+    """One result of every share's: runs, probes, leaks and received items joined, counts
+    summed (the peak of runs in flight is the sum of each share's own peak)."""
+    merged = AgentScenarioResult(spec)
+    for part in parts:
+        merged.labels.update(part.labels)
+        merged.user_ids.update(part.user_ids)
+        merged.simultaneous += part.simultaneous
+        merged.runs.extend(part.runs)
+        merged.probes.extend(part.probes)
+        merged.scan.leaks.extend(part.scan.leaks)
+        merged.scan.checked.update(part.scan.checked)
+        merged.scan.kinds.update(part.scan.kinds)
+        merged.scan.phases.update(part.scan.phases)
+        merged.scan.outside_frames += part.scan.outside_frames
+        merged.own_controls.update(part.own_controls)
+        merged.errors.update(part.errors)
+        for kind, example in part.error_examples.items():
+            merged.error_examples.setdefault(kind, example)
+        merged.sockets_opened += part.sockets_opened
+        merged.sockets_refused += part.sockets_refused
+        merged.peak_runs_in_flight += part.peak_runs_in_flight
+        merged.notes.extend(n for n in part.notes if n not in merged.notes)
+        merged.inbox.items.extend(part.inbox.items)
+    return merged
+
+
+async def run_agent_shares(
     spec: AgentScenarioSpec,
-    make_users: MakeUsers,
+    shares: Sequence[AgentShareHandle],
     read_gauges: ReadGauges | None = None,
 ) -> AgentScenarioResult:
-    """Run the scenario; `read_gauges` reads the app's live-resource gauges (cleanup)."""
-    result = AgentScenarioResult(spec)
-    scenario = _Scenario(spec, result)
+    """The scenario over `shares` (together holding users 0 … spec.users - 1); `read_gauges`
+    reads the app's live-resource gauges (cleanup), here, once for the whole run."""
+    coordinator = _Coordinator(spec, shares)
+    notes: list[str] = []
+    phases: dict[str, float] = {}
+    started = time.monotonic()
+
+    def done(name: str, since: float) -> float:
+        now = time.monotonic()
+        phases[name] = round(now - since, 1)
+        return now
+
     baseline: Mapping[str, float] | None = None
     if read_gauges is not None:
         try:
             baseline = dict(await read_gauges())
         except Exception as exc:
-            result.notes.append(f"the gauges at rest could not be read: {_said(exc)}")
+            notes.append(f"the gauges at rest could not be read: {_said(exc)}")
     mark = time.monotonic()
-    made = list(await asyncio.wait_for(make_users(spec.users), spec.setup_timeout_s))
-    mark = result.phase_done("sign_up", mark)
-    sessions = [(i, s) for i, s in enumerate(made) if not isinstance(s, BaseException)]
-    for index, failed in enumerate(made):
-        if isinstance(failed, BaseException):
-            result.error("sign-up or login failed", f"user {index}: {_said(failed)}")
-    for index, session in sessions:
-        result.labels[index] = f"user{index} <{session.email}>"
     try:
-        prepared = await asyncio.wait_for(
-            asyncio.gather(*(scenario.setup(i, s) for i, s in sessions)), spec.setup_timeout_s
-        )
-        users = [u for u in prepared if u is not None]
-        mark = result.phase_done("setup", mark)
-        scenario.users = users
-        result.user_ids = [u.session.user_id for u in users]
-        result.simultaneous = len(users)
-        remaining = spec.deadline_s - scenario.now()
-        if len(users) >= 2:
-            await asyncio.wait_for(scenario.rounds(users), max(1.0, remaining))
+        await asyncio.wait_for(coordinator.phase(lambda s: s.sign_up()), spec.setup_timeout_s)
+        mark = done("sign_up", mark)
+        ready = await asyncio.wait_for(coordinator.phase(lambda s: s.setup()), spec.setup_timeout_s)
+        mark = done("setup", mark)
+        remaining = spec.deadline_s - (time.monotonic() - started)
+        if ready >= 2:
+            await asyncio.wait_for(coordinator.rounds(), max(1.0, remaining))
     except TimeoutError:
-        result.notes.append(f"the deadline of {spec.deadline_s:g} s passed; the rest was cancelled")
-    mark = result.phase_done("rounds", mark)
+        notes.append(f"the deadline of {spec.deadline_s:g} s passed; the rest was cancelled")
+    mark = done("rounds", mark)
     # The quiet drain window: every socket still open, nothing asked; whatever arrives now
     # arrives outside every run.
-    scenario.draining = True
+    await coordinator.shares.each(lambda s: s.drain())
     await asyncio.sleep(spec.drain_s)  # the drain window is a duration by definition
-    for user in scenario.users:
-        for socket in user.sockets:
-            if socket.stream is not None and _open(socket):
-                try:
-                    await socket.stream.close()
-                except Exception as exc:
-                    result.error("closing a socket raised", f"user {user.index}: {_said(exc)}")
-    mark = result.phase_done("drain", mark)
+    await coordinator.shares.each(lambda s: s.close())
+    mark = done("drain", mark)
+    cleanup = None
     if read_gauges is not None and baseline is not None:
-        result.cleanup = await wait_for_rest(read_gauges, baseline, spec.cleanup_timeout_s)
-    mark = result.phase_done("cleanup", mark)
-    # Ids a user probed, quoted back to it on its socket, are echoes, not leaks.
-    probed = {user.index: tuple(user.probed_values) for user in scenario.users}
-    for received in result.inbox.items:
-        if received.channel == "socket":
-            received.echoed = probed.get(received.viewer, ())
-    result.scan = result.inbox.scan(scenario.identities)
-    result.phase_done("scan", mark)
-    result.wall_seconds = scenario.now()
+        cleanup = await wait_for_rest(read_gauges, baseline, spec.cleanup_timeout_s)
+    mark = done("cleanup", mark)
+    parts: list[AgentScenarioResult] = await coordinator.shares.each(lambda s: s.outcome())
+    result = merge_agent_results(spec, parts)
+    done("scan", mark)
+    result.cleanup = cleanup
+    result.notes = notes + result.notes
+    result.lost = list(coordinator.shares.lost)
+    result.phases = phases
+    result.wall_seconds = time.monotonic() - started
     return result
+
+
+async def run_agent_isolation(
+    spec: AgentScenarioSpec,
+    make_user: MakeUser,
+    read_gauges: ReadGauges | None = None,
+) -> AgentScenarioResult:
+    """Run the scenario with every user in this process."""
+    share = AgentShare(spec, range(spec.users), make_user)
+    return await run_agent_shares(spec, [share], read_gauges)
 
 
 def _open(socket: _Socket) -> bool:

@@ -18,6 +18,11 @@ identities (canaries, user ids, user names, item ids). A probe that the app serv
 a breach even if it carries nothing recognisable; a probe that errs (5xx, no answer) proves
 nothing and is counted as unanswered, never as refused. One user whose sign-up or setup
 fails is counted, with an example of its error, and the run goes on with the others.
+
+The users live in shares (`RestShare`): one for a run in one process, one per machine for a
+run spread over a cluster. Setup, each round's writes and each round's reads are phases run
+on every share at once; after each, every share learns every identity and probe target the
+others published, so every read is scanned against the identities of the whole run.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from operator import methodcaller
 from typing import Any, Final, Literal, Protocol
 
 from pytest_apex.adapters.base import ResourceSession
 from pytest_apex.app.model import Resource
 from pytest_apex.isolation.canary import CANARY_PREFIX, USER_HEX, CanaryBook
 from pytest_apex.isolation.identities import Identity, IdentityBook, IdentityKind, Sighting
+from pytest_apex.isolation.shares import Shares
 
 BreachChannel = Literal[
     "list", "read", "update", "sub_list", "probe", "probe_sub_list", "probe_write"
@@ -122,7 +129,7 @@ class RestScenarioResult:
 
     spec: RestScenarioSpec
     labels: dict[int, str] = field(default_factory=dict)
-    user_ids: list[str] = field(default_factory=list)
+    user_ids: dict[int, str] = field(default_factory=dict)  # user index -> the app's user id
     users_ready: int = 0
     setup_errors: Counter[str] = field(default_factory=Counter)
     error_examples: dict[str, str] = field(default_factory=dict)
@@ -237,7 +244,7 @@ class RestShare:
         self.users = [u for u in ready if u is not None]
         self.result.users_ready = len(self.users)
         self.result.labels = {u.index: u.session.username for u in self.users}
-        self.result.user_ids = [u.session.user_id for u in self.users]
+        self.result.user_ids = {u.index: u.session.user_id for u in self.users}
         targets = tuple(
             ProbeTarget(user.index, plan.name, user.items[plan.name][0])
             for user in self.users
@@ -490,11 +497,6 @@ def _said(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-class ShareLost(Exception):
-    """A share's process is gone (its message says which and where); its users' outcome
-    is unknown, the other shares go on."""
-
-
 class RestShareHandle(Protocol):
     """A share as the coordinator drives it: a `RestShare` here, or one on another machine
     (`pytest_apex.executors.ray_isolation`). Each call may raise `ShareLost`."""
@@ -515,28 +517,14 @@ class _Coordinator:
 
     def __init__(self, spec: RestScenarioSpec, shares: Sequence[RestShareHandle]) -> None:
         self.spec = spec
-        self.live = list(shares)
-        self.lost: list[str] = []
+        self.shares = Shares(shares)
         self.book = new_book(spec)  # every identity of the run: resolves what a share did not
 
-    async def each(self, call: Callable[[RestShareHandle], Awaitable[Any]]) -> list[Any]:
-        """`call` on every live share at once; a share that is lost drops out, said."""
-
-        async def one(share: RestShareHandle) -> Any:
-            try:
-                return await call(share)
-            except ShareLost as exc:
-                self.lost.append(str(exc))
-                self.live.remove(share)
-                return None
-
-        return [r for r in await asyncio.gather(*(one(s) for s in list(self.live))) if r]
-
     async def phase(self, call: Callable[[RestShareHandle], Awaitable[Published]]) -> int:
-        published: list[Published] = await self.each(call)
+        published: list[Published] = await self.shares.each(call)
         for part in published:
             self.book.add_all(part.identities)
-        await self.each(lambda share: share.learn(published))
+        await self.shares.each(lambda share: share.learn(published))
         return sum(p.users_ready for p in published)
 
     async def run(self) -> None:
@@ -546,12 +534,12 @@ class _Coordinator:
         for round_no in range(self.spec.rounds):
             # Everybody writes, then everybody reads: every read of the round comes after
             # every other user's write, the moment a wrongly keyed cache shows.
-            await self.phase(lambda share, n=round_no: share.write(n))  # type: ignore[misc]
+            await self.phase(methodcaller("write", round_no))
             await self.phase(lambda share: share.read())
 
     def merged(self, parts: Sequence[RestScenarioResult]) -> RestScenarioResult:
         result = merge_results(self.spec, parts)
-        result.lost = list(self.lost)
+        result.lost = list(self.shares.lost)
         # A sighting a share could not attribute (its owner's identity published later)
         # is resolved against every identity of the run.
         result.breaches = [
@@ -570,7 +558,7 @@ def merge_results(
     merged = RestScenarioResult(spec)
     for part in parts:
         merged.labels.update(part.labels)
-        merged.user_ids.extend(part.user_ids)
+        merged.user_ids.update(part.user_ids)
         merged.setup_errors.update(part.setup_errors)
         for kind, example in part.error_examples.items():
             merged.error_examples.setdefault(kind, example)
@@ -609,17 +597,11 @@ async def run_shares(
             await coordinator.run()
     except TimeoutError:
         notes.append(f"the deadline of {spec.deadline_s:g} s passed; the rest was cancelled")
-    parts: list[RestScenarioResult] = await coordinator.each(lambda share: share.outcome())
+    parts: list[RestScenarioResult] = await coordinator.shares.each(lambda s: s.outcome())
     result = coordinator.merged(parts)
     result.notes.extend(notes)
     result.wall_seconds = time.monotonic() - started
     return result
-
-
-def share_indices(users: int, shares: int) -> list[list[int]]:
-    """Users 0 … users - 1 dealt over `shares` like cards (so each share holds some of the
-    first users and some of the last)."""
-    return [list(range(k, users, shares)) for k in range(shares)]
 
 
 async def run_rest_isolation(spec: RestScenarioSpec, make_user: MakeUser) -> RestScenarioResult:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -41,14 +41,24 @@ class Adversity:
 
 
 def assign(
-    users: Sequence[int], adversity: Adversity | None, rng: random.Random
+    users: Sequence[int],
+    adversity: Adversity | None,
+    rng: random.Random,
+    previous: Mapping[int, Role] | None = None,
 ) -> dict[int, Role]:
-    """Each user's role for one round; None: a calm round (the baseline)."""
+    """Each user's role for one round; None: a calm round (the baseline).
+
+    Users who took a path in the `previous` round are drawn last, so each round's share is a
+    different one while there are calm users enough: a failing run that quotes the last
+    failure then quotes another user's, not the same user's of the round before.
+    """
     roles: dict[int, Role] = dict.fromkeys(users, "calm")
     if adversity is None or not users:
         return roles
     order = list(users)
     rng.shuffle(order)
+    if previous:
+        order.sort(key=lambda user: previous.get(user, "calm") != "calm")  # stable: still drawn
     start = 0
     paths: tuple[tuple[Role, float], ...] = (
         ("cancel", adversity.cancel),

@@ -187,20 +187,23 @@ OPTIONS: Final[tuple[ApexOption, ...]] = (
         "apex_load_workers",
         "load generator processes for `-m load`: each runs its share of every stage's users, "
         "and their histograms merge exactly, so the p95 is that of every request and a "
-        "machine with more cores pushes more load",
+        "machine with more cores pushes more load; with `--apex-executor ray`, also the "
+        "actors the isolation suite deals its users over",
         metavar="N",
         default=f"`{DEFAULT_LOAD_WORKERS}`",
     ),
     ApexOption(
         "--apex-executor",
         "apex_executor",
-        "where the load workers run: processes of this machine (`local`), or actors of a Ray "
-        "cluster (`ray`, one per node, the optional extra `pytest-apex[ray]`), whose "
-        "histograms merge exactly and whose thresholds are judged once, here",
+        "where the load workers and the isolation suite's users run: this machine (`local`), "
+        "or actors of a Ray cluster (`ray`, one per node, the optional extra "
+        "`pytest-apex[ray]`), whose histograms and sightings merge exactly and whose "
+        "thresholds are judged once, here",
         choices=EXECUTORS,
         default=f"`{DEFAULT_EXECUTOR}`",
         details="with `ray`, a worker that dies during a stage makes that stage inconclusive, "
-        "naming its node; asking for `ray` without Ray installed stops the run at start",
+        "naming its node, and an isolation share that dies makes the isolation run "
+        "inconclusive; asking for `ray` without Ray installed stops the run at start",
     ),
     ApexOption(
         "--apex-ray-address",

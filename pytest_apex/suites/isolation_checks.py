@@ -16,6 +16,7 @@ from typing import Final
 
 from hdrh.histogram import HdrHistogram
 
+from pytest_apex.criteria import holds
 from pytest_apex.isolation.agent_scenario import PROBE_KINDS, AgentScenarioResult, RunRecord
 from pytest_apex.isolation.inbox import CHANNELS, IN_RUN, Leak
 from pytest_apex.isolation.power import describe as describe_power
@@ -276,7 +277,7 @@ def agent_checks(result: AgentScenarioResult, thresholds: Thresholds, users: int
         ),
         cleanup_check(result, thresholds),
     ]
-    return checks
+    return unknown_where_lost(checks, result.lost)
 
 
 def cleanup_check(result: AgentScenarioResult, thresholds: Thresholds) -> Check:
@@ -314,9 +315,6 @@ def rest_checks(result: RestScenarioResult, thresholds: Thresholds, users: int) 
     listed_ok = result.own_listed == result.own_expected_in_lists > 0
     read_ok = result.own_reads_ok == result.own_reads > 0
     errors = "; ".join(p for p in (result.describe_errors(), *result.notes) if p)
-    # A share of the users lost mid-run (its machine, its actor): what they would have seen
-    # is unknown, so nothing that held proves anything.
-    lost = "; ".join(result.lost)
 
     def breaches(name: str, channels: tuple[str, ...], control: bool, why: str) -> Check:
         seen = sum(counts[c] for c in channels)
@@ -327,70 +325,88 @@ def rest_checks(result: RestScenarioResult, thresholds: Thresholds, users: int) 
             breach_op,
             detail=result.describe_breaches(channels, EXAMPLES),
             # No breach seen proves something only where the user saw its own data there.
-            inconclusive="" if seen > limit else (lost or ("" if control else why)),
+            inconclusive="" if seen > limit or control else why,
         )
 
+    return unknown_where_lost(
+        [
+            Check(
+                "detectable_leak_rate",
+                detectable_rate(result.answers_scanned),
+                thresholds.number("isolation_detectable_leak_rate_max"),
+                "<=",
+                detail=describe_power(result.answers_scanned),
+                inconclusive="" if result.answers_scanned else "no answer was scanned",
+            ),
+            Check(
+                users_spec.criterion,
+                result.users_ready,
+                users,
+                users_spec.op,
+                unit=users_spec.unit,
+                detail=errors,
+            ),
+            Check(
+                "own_items_listed",
+                result.own_listed,
+                result.own_expected_in_lists,
+                ">=",
+                unit="items",
+                detail="each user must find its own items in its own listings; " + errors,
+                inconclusive="" if result.own_expected_in_lists else "no user listed anything",
+            ),
+            Check(
+                "own_items_read",
+                result.own_reads_ok,
+                result.own_reads,
+                ">=",
+                unit="reads",
+                detail="each user must read its own items back, with its canary; " + errors,
+                inconclusive="" if result.own_reads else "no user read an item by id",
+            ),
+            breaches(
+                "cross_user_listings",
+                ("list", "sub_list"),
+                listed_ok,
+                "the users' own items were not all listed, so an empty listing proves nothing",
+            ),
+            breaches(
+                "cross_user_reads",
+                ("read", "update"),
+                read_ok,
+                "the users' own items could not all be read back",
+            ),
+            Check(
+                "resource_probes_answered",
+                result.probes_refused + result.probes_served,
+                result.probes_sent,
+                ">=",
+                unit="probes",
+                detail=errors,
+                inconclusive="" if result.probes_sent else "no probe was sent",
+            ),
+            breaches(
+                "cross_user_resource_access",
+                ("probe", "probe_sub_list", "probe_write"),
+                read_ok and result.probes_unanswered == 0 and result.probes_sent > 0,
+                f"{result.probes_unanswered} of {result.probes_sent} probes went unanswered",
+            ),
+        ],
+        result.lost,
+    )
+
+
+def unknown_where_lost(checks: Sequence[Check], lost: Sequence[str]) -> list[Check]:
+    """With a share of the users lost mid-run (its machine, its actor), what its users would
+    have seen is unknown: every criterion that held is inconclusive, naming the loss, and so
+    is the count of users (the lost share's are missing from it); a breach seen still fails."""
+    if not lost:
+        return list(checks)
+    why = "; ".join(lost)
     return [
-        Check(
-            "detectable_leak_rate",
-            detectable_rate(result.answers_scanned),
-            thresholds.number("isolation_detectable_leak_rate_max"),
-            "<=",
-            detail=describe_power(result.answers_scanned),
-            inconclusive="" if result.answers_scanned else "no answer was scanned",
-        ),
-        Check(
-            users_spec.criterion,
-            result.users_ready,
-            users,
-            users_spec.op,
-            unit=users_spec.unit,
-            detail=errors,
-            inconclusive=lost,
-        ),
-        Check(
-            "own_items_listed",
-            result.own_listed,
-            result.own_expected_in_lists,
-            ">=",
-            unit="items",
-            detail="each user must find its own items in its own listings; " + errors,
-            inconclusive="" if result.own_expected_in_lists else "no user listed anything",
-        ),
-        Check(
-            "own_items_read",
-            result.own_reads_ok,
-            result.own_reads,
-            ">=",
-            unit="reads",
-            detail="each user must read its own items back, with its canary; " + errors,
-            inconclusive="" if result.own_reads else "no user read an item by id",
-        ),
-        breaches(
-            "cross_user_listings",
-            ("list", "sub_list"),
-            listed_ok,
-            "the users' own items were not all listed, so an empty listing proves nothing",
-        ),
-        breaches(
-            "cross_user_reads",
-            ("read", "update"),
-            read_ok,
-            "the users' own items could not all be read back",
-        ),
-        Check(
-            "resource_probes_answered",
-            result.probes_refused + result.probes_served,
-            result.probes_sent,
-            ">=",
-            unit="probes",
-            detail=errors,
-            inconclusive="" if result.probes_sent else "no probe was sent",
-        ),
-        breaches(
-            "cross_user_resource_access",
-            ("probe", "probe_sub_list", "probe_write"),
-            read_ok and result.probes_unanswered == 0 and result.probes_sent > 0,
-            f"{result.probes_unanswered} of {result.probes_sent} probes went unanswered",
-        ),
+        replace(c, inconclusive=why)
+        if not c.inconclusive
+        and (c.name == "concurrent_users" or holds(c.observed, c.op, c.threshold))
+        else c
+        for c in checks
     ]

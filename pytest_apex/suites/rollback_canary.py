@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from typing import Final
 
 from pytest_apex.criteria import Criterion
 from pytest_apex.isolation.agent_scenario import (
     AgentScenarioResult,
     AgentScenarioSpec,
+    MakeUser,
     run_agent_isolation,
 )
 from pytest_apex.load.availability import HealthCheck
@@ -234,11 +235,8 @@ def server_measurements(
     return measured
 
 
-MakeUsers = Callable[[int], Awaitable[list[Any]]]
-
-
 async def isolation_measurements(
-    make_users: MakeUsers, thresholds: Thresholds, seed: int
+    make_user: MakeUser, thresholds: Thresholds, seed: int
 ) -> tuple[list[Measurement], AgentScenarioResult]:
     """A smoke run of the isolation scenario on the candidate, as measurements."""
     spec = AgentScenarioSpec(
@@ -252,7 +250,7 @@ async def isolation_measurements(
         drain_s=1.0,
         deadline_s=SMOKE_DEADLINE_S,
     )
-    result = await asyncio.wait_for(run_agent_isolation(spec, make_users), SMOKE_DEADLINE_S + 60)
+    result = await asyncio.wait_for(run_agent_isolation(spec, make_user), SMOKE_DEADLINE_S + 60)
     checks = {c.name: c for c in agent_checks(result, thresholds, SMOKE_USERS)}
     measured = []
     for name, kind in SMOKE_KINDS.items():

@@ -20,26 +20,22 @@ pass. A database check that cannot run is an inconclusive criterion, never a sil
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import secrets
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import allure
 import httpx
 import pytest
 
 from pytest_apex.app.model import AppDescription
-from pytest_apex.fixtures import UserMaker
 from pytest_apex.health.metrics import sample_sums
 from pytest_apex.isolation.agent_scenario import (
     AgentScenarioResult,
     AgentScenarioSpec,
-    run_agent_isolation,
 )
 from pytest_apex.isolation.cleanup import ReadGauges
 from pytest_apex.isolation.database import DatabaseUnreachable, violations_of_users
@@ -54,28 +50,9 @@ from pytest_apex.reporting.allure import listening as allure_enabled
 from pytest_apex.reporting.contamination import render_contamination_matrix, stream_timeline
 from pytest_apex.settings import ApexSettings, Thresholds
 from pytest_apex.suites.isolation_checks import agent_checks, rest_checks
-from pytest_apex.suites.isolation_fixtures import RestIsolation
+from pytest_apex.suites.isolation_fixtures import AgentIsolation, RestIsolation
 
 pytestmark = pytest.mark.isolation
-
-
-class UsersRunHere(UserWarning):
-    """The streaming scenario's users ran in this process whatever `--apex-executor` said."""
-
-
-@pytest.fixture
-def _agent_users_run_here(apex_settings: ApexSettings) -> None:
-    # The executor spreads the load suite's workers and the REST scenario's users; the
-    # streaming scenario's users (barriers per round, sockets read to the end) run in one
-    # process. Said, not silently ignored.
-    if apex_settings.executor != "local":
-        warnings.warn(
-            UsersRunHere(
-                f"--apex-executor {apex_settings.executor} spreads the load suite and the REST "
-                "isolation scenario: the streaming agent scenario's users run in this process"
-            ),
-            stacklevel=1,
-        )
 
 
 # The suite's async tests share the session's event loop whatever the project's asyncio
@@ -190,10 +167,9 @@ def attach_contamination(result: AgentScenarioResult, tmp_path: Path) -> None:
 
 
 @in_session_loop
-@pytest.mark.usefixtures("_agent_users_run_here")
 async def test_concurrent_users_never_see_each_others_data(
     apex_criteria: CriteriaRecorder,
-    apex_new_user: UserMaker,
+    apex_agent_isolation: AgentIsolation,
     apex_settings: ApexSettings,
     apex_app: AppDescription,
     apex_endpoints: dict[str, str],
@@ -222,15 +198,8 @@ async def test_concurrent_users_never_see_each_others_data(
         deadline_s=DEADLINE_S,
     )
 
-    async def make_users(count: int) -> list[Any]:
-        # Each user on its own: one the app fails to sign up is counted, not fatal to all.
-        made = await asyncio.gather(
-            *(apex_new_user(i) for i in range(count)), return_exceptions=True
-        )
-        return list(made)
-
     gauges = gauges_reader(apex_app, apex_endpoints)
-    result = await run_agent_isolation(spec, make_users, gauges)
+    result = await apex_agent_isolation(spec, gauges)
     if gauges is None:
         result.notes.append(no_gauges(apex_app, apex_endpoints))
     measurements = {
@@ -257,7 +226,7 @@ async def test_concurrent_users_never_see_each_others_data(
 
 
 async def database_check(
-    user_ids: Sequence[str],
+    user_ids: Mapping[int, str],
     labels: Mapping[int, str],
     thresholds: Thresholds,
     request: pytest.FixtureRequest,
@@ -277,7 +246,7 @@ async def database_check(
             inconclusive=f"the database check did not run: {no_database}",
         )
     try:
-        rows = await violations_of_users(dsn, list(user_ids))
+        rows = await violations_of_users(dsn, list(user_ids.values()))
     except DatabaseUnreachable as exc:
         return Check(
             "isolation_violations.rows",
@@ -286,7 +255,7 @@ async def database_check(
             breaches.op,
             inconclusive=f"the database check could not query the database: {exc}",
         )
-    label_of = {user_ids[i]: labels.get(i, "") for i in range(len(user_ids))}
+    label_of = {user_id: labels.get(index, "") for index, user_id in user_ids.items()}
     described = [
         f"agent instance {str(r['agent_instance_id'])[:8]}… served "
         f"{r['user_count']} users ({r['run_count']} runs), e.g. "

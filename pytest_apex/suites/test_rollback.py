@@ -287,14 +287,11 @@ async def _analyse(
     if app.capabilities.agent_runs:
         offset = 1000
 
-        async def make_users(count: int) -> list[Any]:
-            made = await asyncio.gather(
-                *(new_user(offset + i) for i in range(count)), return_exceptions=True
-            )
-            return list(made)
+        async def make_user(index: int) -> Any:
+            return await new_user(offset + index)
 
         seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
-        smoke, _ = await isolation_measurements(make_users, thresholds, seed)
+        smoke, _ = await isolation_measurements(make_user, thresholds, seed)
         measurements += smoke
     decision = decide(measurements, settings.decision_matrix)
     analysis = [

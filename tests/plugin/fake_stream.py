@@ -302,13 +302,13 @@ class FakeStreamingSession:
 
 
 def fake_world(bugs: frozenset[str] = frozenset(), **app: Any) -> tuple[FakeApp, Any, Any]:
-    """The app, a `make_users` and a gauge reader for `run_agent_isolation`."""
+    """The app, a `make_user` and a gauge reader for `run_agent_isolation`."""
     world = FakeApp(bugs=bugs, **app)
 
-    async def make_users(count: int) -> list[Any]:
-        return [FakeStreamingSession(world, i) for i in range(count)]
+    async def make_user(index: int) -> Any:
+        return FakeStreamingSession(world, index)
 
     async def gauges() -> dict[str, float]:
         return world.metrics()
 
-    return world, make_users, gauges
+    return world, make_user, gauges

@@ -140,3 +140,34 @@ def test_loading_the_plugin_never_imports_ray() -> None:
         [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_the_isolation_shares_placement_line_names_them() -> None:
+    assert Placement(None, "SPREAD", 2).describe(3, "shares", "isolation") == (
+        "isolation executor ray: 3 shares on 2 nodes, SPREAD (fewer nodes (2) than shares, so "
+        "some nodes run more than one)"
+    )
+
+
+def test_the_users_of_a_spread_run_travel_as_their_description_and_endpoints() -> None:
+    # What an actor gets: the description (read-only mappings and all) and the endpoints;
+    # never a connection, never a user of this process.
+    import pickle
+
+    import pytest_apex.executors.ray_isolation  # noqa: F401  (teaches pickle the description)
+    from pytest_apex.adapters.factory import DescribedUsers
+    from pytest_apex.app import load_description
+    from tests.plugin.fake_rest_app import DESCRIPTION
+
+    description = load_description(DESCRIPTION, "fake")
+    users = DescribedUsers(description, {"api": "http://127.0.0.1:9"}, "run1")
+    users._sessions.append(object())  # type: ignore[arg-type]  # a user made here
+    copy = pickle.loads(pickle.dumps(users))
+    assert copy.description == description
+    assert copy.description.resources[0].create == {"title": "{canary}"}
+    assert (copy.endpoints, copy.run, copy._sessions, copy._adapter) == (
+        {"api": "http://127.0.0.1:9"},
+        "run1",
+        [],
+        None,
+    )

@@ -13,13 +13,20 @@ from typing import Any
 import pytest
 
 from pytest_apex.criteria import Criterion
-from pytest_apex.isolation.agent_scenario import AgentScenarioSpec, run_agent_isolation
+from pytest_apex.isolation.agent_scenario import (
+    AgentPublished,
+    AgentScenarioSpec,
+    AgentShare,
+    run_agent_isolation,
+    run_agent_shares,
+)
 from pytest_apex.isolation.canary import CANARY_PATTERN, CanaryBook, new_canary, redact_canary
 from pytest_apex.isolation.cleanup import wait_for_rest
 from pytest_apex.isolation.identities import IdentityBook
 from pytest_apex.isolation.inbox import BETWEEN, DRAIN, IN_RUN, Inbox, Received
 from pytest_apex.isolation.power import describe, detectable_rate, one_in
 from pytest_apex.isolation.roles import Adversity, assign, pairings
+from pytest_apex.isolation.shares import ShareLost, share_indices
 from pytest_apex.settings import Thresholds
 from pytest_apex.suites.isolation_checks import agent_checks
 from tests.plugin.fake_stream import fake_world
@@ -197,19 +204,30 @@ THRESHOLDS = Thresholds(
 )
 
 
-def _run(bugs: frozenset[str] = frozenset(), **spec: Any) -> tuple[Any, dict[str, Any]]:
-    _app, make_users, gauges = fake_world(bugs)
-    result = asyncio.run(
-        run_agent_isolation(
-            AgentScenarioSpec(
-                **{**SPEC, **spec}, sockets_per_user_limit=3, rate_limit_per_minute=100
-            ),
-            make_users,
-            gauges,
-        )
+def _run(
+    bugs: frozenset[str] = frozenset(), shares: int = 0, lose: int | None = None, **spec: Any
+) -> tuple[Any, dict[str, Any]]:
+    """The scenario in one process, or its users dealt over `shares` shares (share `lose`
+    lost during the first round's finish)."""
+    _app, make_user, gauges = fake_world(bugs)
+    scenario = AgentScenarioSpec(
+        **{**SPEC, **spec}, sockets_per_user_limit=3, rate_limit_per_minute=100
     )
+    if not shares:
+        result = asyncio.run(run_agent_isolation(scenario, make_user, gauges))
+    else:
+        parts = [
+            (_Lost if number == lose else AgentShare)(scenario, indices, make_user, number)
+            for number, indices in enumerate(share_indices(scenario.users, shares))
+        ]
+        result = asyncio.run(run_agent_shares(scenario, parts, gauges))
     checks = {c.name: c for c in agent_checks(result, THRESHOLDS, spec.get("users", 12))}
     return result, checks
+
+
+class _Lost(AgentShare):
+    async def finish_round(self, *args: Any) -> AgentPublished:
+        raise ShareLost("isolation share 1 on node 10.0.0.7 died during finish_round: gone")
 
 
 def _failed(checks: dict[str, Any]) -> set[str]:
@@ -270,3 +288,54 @@ def test_the_seed_makes_the_run_reproducible() -> None:
     assert [(r.user, r.round, r.role) for r in first.runs] == [
         (r.user, r.round, r.role) for r in second.runs
     ]
+
+
+def test_each_adversity_round_draws_users_who_were_calm_in_the_last_one() -> None:
+    users = list(range(12))
+    rng = random.Random(5)
+    first = assign(users, Adversity(), rng)
+    second = assign(users, Adversity(), rng, previous=first)
+    took_a_path = {u for u, role in first.items() if role != "calm"}
+    assert took_a_path  # 5 of the 12
+    assert not took_a_path & {u for u, role in second.items() if role != "calm"}
+
+
+# --- users dealt over shares (a run spread over machines, one share per machine) ---------
+
+
+def test_users_dealt_over_shares_pass_as_in_one_process_and_probe_across_shares() -> None:
+    result, checks = _run(shares=3)
+    assert _failed(checks) == set(), {
+        n: (c.observed, c.detail, c.inconclusive) for n, c in checks.items()
+    }
+    assert result.simultaneous == 12
+    across = [p for p in result.probes if p.viewer % 3 != p.owner % 3]
+    assert across
+    assert all(p.outcome == "refused" for p in result.probes)
+
+
+@pytest.mark.parametrize(
+    ("bug", "criterion"),
+    [("broadcast", "cross_user_events"), ("list_leak", "cross_user_rest")],
+)
+def test_a_leak_between_users_of_different_shares_is_caught_and_attributed(
+    bug: str, criterion: str
+) -> None:
+    result, checks = _run(frozenset({bug}), shares=3)
+    assert criterion in _failed(checks)
+    across = [
+        leak
+        for leak in result.scan.leaks
+        if leak.owner is not None and leak.viewer % 3 != leak.owner % 3
+    ]
+    assert across, checks[criterion].detail
+    assert "saw data of" in checks[criterion].detail
+
+
+def test_a_share_lost_mid_run_leaves_nothing_passed() -> None:
+    result, checks = _run(shares=3, lose=1)
+    assert result.lost == ["isolation share 1 on node 10.0.0.7 died during finish_round: gone"]
+    assert set(result.labels) == {u for u in range(12) if u % 3 != 1}
+    passed = {name for name, c in checks.items() if name not in _failed(checks)}
+    assert passed == set()
+    assert "node 10.0.0.7" in checks["concurrent_users"].inconclusive

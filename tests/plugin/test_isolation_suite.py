@@ -144,12 +144,3 @@ def test_allure_gets_the_contamination_matrix_and_the_breached_stream(apex: Apex
     for attachment in attachments.values():
         picture = results / attachment["source"]
         assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_under_the_ray_executor_the_suite_says_its_users_run_here(apex: ApexPytester) -> None:
-    # The flag spreads the load suite and the REST scenario; the streaming scenario's users
-    # stay here: said in a warning, never ignored.
-    result, _ = run_suite(apex, extra=("--apex-executor=ray", "-W", "always::UserWarning"))
-    result.stdout.fnmatch_lines(
-        ["*UsersRunHere: --apex-executor ray spreads the load suite and the REST isolation*"]
-    )

@@ -16,12 +16,11 @@ from pytest_apex.isolation.rest_scenario import (
     RestScenarioResult,
     RestScenarioSpec,
     RestShare,
-    ShareLost,
     plans_for,
     run_rest_isolation,
     run_shares,
-    share_indices,
 )
+from pytest_apex.isolation.shares import ShareLost, share_indices
 from pytest_apex.settings import Thresholds
 from pytest_apex.suites.isolation_checks import rest_checks
 from tests.plugin.fake_rest_app import DESCRIPTION, FakeRestApp

@@ -1,7 +1,7 @@
 """`pytest -m isolation --apex-executor ray` against the Notes app, its REST users dealt over
-the three-node cluster: the clean app passes with every criterion judged, and a planted
-ownership bug fails naming who saw whose data, as in a run of one process
-(tests/notes/test_as_a_new_project.py)."""
+the three-node cluster: a planted ownership bug fails naming who saw whose data, as in a run
+of one process (tests/notes/test_as_a_new_project.py). (The clean REST scenario on Ray passes
+in tests/ray/test_ray_isolation_on_reference.py, which runs it too.)"""
 
 from __future__ import annotations
 
@@ -42,26 +42,6 @@ def _run(pytester: pytest.Pytester, notes: NotesStack, ray_cluster: str) -> tupl
     return result.stdout.str(), report
 
 
-def test_the_clean_app_passes_with_its_users_on_three_nodes(
-    pytester: pytest.Pytester, notes_stack: NotesStack, ray_cluster: str
-) -> None:
-    notes_stack.set_bugs()
-    out, report = _run(pytester, notes_stack, ray_cluster)
-    assert f"isolation executor ray: {NODES} shares on {NODES} nodes, STRICT_SPREAD" in out
-    assert report["verdict"] == "pass", out[-4000:]
-    seen = outcomes(report)
-    for name in (
-        "concurrent_users",
-        "own_items_listed",
-        "own_items_read",
-        "cross_user_listings",
-        "cross_user_reads",
-        "resource_probes_answered",
-        "cross_user_resource_access",
-    ):
-        assert seen[name] == "pass", (name, seen)
-
-
 def test_a_planted_leak_fails_naming_who_saw_whose_data(
     pytester: pytest.Pytester, notes_stack: NotesStack, ray_cluster: str
 ) -> None:
@@ -70,6 +50,10 @@ def test_a_planted_leak_fails_naming_who_saw_whose_data(
         out, report = _run(pytester, notes_stack, ray_cluster)
     finally:
         notes_stack.set_bugs()
+    assert f"isolation executor ray: {NODES} shares on {NODES} nodes, STRICT_SPREAD" in out
     assert report["verdict"] == "fail", out[-4000:]
-    assert outcomes(report)["cross_user_resource_access"] == "fail"
+    seen = outcomes(report)
+    assert seen["cross_user_resource_access"] == "fail"
+    # Its controls held: the failure is the leak, not a run that could not see.
+    assert seen["own_items_listed"] == seen["own_items_read"] == "pass"
     assert " saw data of user" in out
