@@ -149,9 +149,8 @@ class Placement:
             if self.strategy == "STRICT_SPREAD"
             else f"fewer nodes ({self.nodes}) than {what}, so some nodes run more than one"
         )
-        return (
-            f"{run} executor ray: {count} {what} on {self.nodes} nodes, {self.strategy} ({where})"
-        )
+        nodes = f"{self.nodes} node" + ("" if self.nodes == 1 else "s")
+        return f"{run} executor ray: {count} {what} on {nodes}, {self.strategy} ({where})"
 
 
 def place(ray: ModuleType, workers: int) -> Placement:

@@ -143,6 +143,11 @@ def test_loading_the_plugin_never_imports_ray() -> None:
 
 
 def test_the_isolation_shares_placement_line_names_them() -> None:
+    assert (
+        Placement(None, "SPREAD", 1)
+        .describe(3, "shares", "isolation")
+        .startswith("isolation executor ray: 3 shares on 1 node, SPREAD")
+    )
     assert Placement(None, "SPREAD", 2).describe(3, "shares", "isolation") == (
         "isolation executor ray: 3 shares on 2 nodes, SPREAD (fewer nodes (2) than shares, so "
         "some nodes run more than one)"
