@@ -186,8 +186,8 @@ class AgentShareActor:
     async def drain(self) -> None:
         await self.share.drain()
 
-    async def close(self) -> None:
-        await self.share.close()
+    async def close(self) -> AgentPublished:
+        return await self.share.close()
 
     async def outcome(self) -> AgentScenarioResult:
         await self.users.aclose()

@@ -174,6 +174,24 @@ def place(ray: ModuleType, workers: int) -> Placement:
     return Placement(group, strategy, len(nodes))
 
 
+def in_bundle(remote: Any, placement: Placement, index: int, name: str) -> Any:
+    """`remote` (a `ray.remote` class) to be started on bundle `index` of the placement
+    group, one CPU, never restarted (a lost actor is reported, not silently replaced)."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    strategy = PlacementGroupSchedulingStrategy(placement.group, placement_group_bundle_index=index)
+    return remote.options(num_cpus=1, name=name, max_restarts=0, scheduling_strategy=strategy)
+
+
+def release(ray: ModuleType, placement: Placement, actors: Sequence[Any]) -> None:
+    """Kills every actor a run made and removes its placement group, whatever happened."""
+    from ray.util.placement_group import remove_placement_group
+
+    for actor in actors:
+        ray.kill(actor)
+    remove_placement_group(placement.group)
+
+
 def node_name(info: dict[str, str]) -> str:
     return f"node {info['address']} ({info['node_id'][:12]}, host {info['host']})"
 
@@ -286,11 +304,7 @@ class RayExecutor:
             try:
                 shares = self._run_actors(ray, placement, plan, factory, settings, writer, actors)
             finally:
-                for actor in actors:
-                    ray.kill(actor)
-                from ray.util.placement_group import remove_placement_group
-
-                remove_placement_group(placement.group)
+                release(ray, placement, actors)
         shares.placement = header
         return shares
 
@@ -304,24 +318,16 @@ class RayExecutor:
         writer: Writer,
         actors: list[Any],
     ) -> WorkerShares:
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
         run_id = uuid.uuid4().hex[:8]
         worker_class = ray.remote(LoadWorkerActor)
         barrier = ray.remote(StartBarrier).options(num_cpus=0, name=f"apex-start-{run_id}")
         actors.append(start := barrier.remote(self.workers))
-        workers = []
-        for index in range(self.workers):
-            strategy = PlacementGroupSchedulingStrategy(
-                placement.group, placement_group_bundle_index=index
+        workers = [
+            in_bundle(worker_class, placement, index, f"apex-load-{run_id}-{index}").remote(
+                index, self.workers
             )
-            options = worker_class.options(
-                num_cpus=1,
-                name=f"apex-load-{run_id}-{index}",
-                max_restarts=0,
-                scheduling_strategy=strategy,
-            )
-            workers.append(options.remote(index, self.workers))
+            for index in range(self.workers)
+        ]
         actors.extend(workers)
         try:
             infos = ray.get([w.node.remote() for w in workers], timeout=BARRIER_TIMEOUT_S)

@@ -36,7 +36,14 @@ from pytest_apex.executors.ray_actors import (
     AgentShareActor,
     RestShareActor,
 )
-from pytest_apex.executors.ray_executor import Placement, connected, node_name, place
+from pytest_apex.executors.ray_executor import (
+    Placement,
+    connected,
+    in_bundle,
+    node_name,
+    place,
+    release,
+)
 from pytest_apex.isolation.agent_scenario import (
     AgentPublished,
     AgentScenarioResult,
@@ -144,8 +151,9 @@ class AgentActorShare(_ActorShare):
     async def drain(self) -> None:
         await self._call("drain")
 
-    async def close(self) -> None:
-        await self._call("close")
+    async def close(self) -> AgentPublished:
+        published: AgentPublished = await self._call("close")
+        return published
 
     async def outcome(self) -> AgentScenarioResult:
         result: AgentScenarioResult = await self._call("outcome")
@@ -182,11 +190,7 @@ async def _placed(
             ]
             yield handles, placement.describe(shares, "shares", "isolation")
         finally:
-            for actor in actors:
-                ray.kill(actor)
-            from ray.util.placement_group import remove_placement_group
-
-            remove_placement_group(placement.group)
+            release(ray, placement, actors)
 
 
 async def _start(
@@ -198,21 +202,11 @@ async def _start(
     shares: int,
     actors: list[Any],
 ) -> list[dict[str, str]]:
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
     run_id = uuid.uuid4().hex[:8]
     remote = ray.remote(actor_class)
     for number, indices in enumerate(share_indices(users, shares)):
-        strategy = PlacementGroupSchedulingStrategy(
-            placement.group, placement_group_bundle_index=number
-        )
-        options = remote.options(
-            num_cpus=1,
-            name=f"apex-isolation-{run_id}-{number}",
-            max_restarts=0,
-            scheduling_strategy=strategy,
-        )
-        actors.append(options.remote(*arguments(number, indices)))
+        share = in_bundle(remote, placement, number, f"apex-isolation-{run_id}-{number}")
+        actors.append(share.remote(*arguments(number, indices)))
     try:
         infos: list[dict[str, str]] = await asyncio.wait_for(
             asyncio.gather(*(a.node.remote() for a in actors)), BARRIER_TIMEOUT_S

@@ -381,7 +381,9 @@ class AgentShare:
         """From now on, whatever arrives arrives outside every run."""
         self.draining = True
 
-    async def close(self) -> None:
+    async def close(self) -> AgentPublished:
+        """Every socket closes; returns the identities issued since the last phase (a run
+        accepted during the drain), so that every share knows them before it scans."""
         for user in self.users:
             for socket in user.sockets:
                 if socket.stream is not None and _open(socket):
@@ -391,6 +393,7 @@ class AgentShare:
                         self.result.error(
                             "closing a socket raised", f"user {user.index}: {_said(exc)}"
                         )
+        return self._publish()
 
     async def outcome(self) -> AgentScenarioResult:
         """Everything the share's users received, scanned against every identity of the run
@@ -782,7 +785,7 @@ class AgentShareHandle(Protocol):
 
     async def drain(self) -> None: ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> AgentPublished: ...
 
     async def outcome(self) -> AgentScenarioResult: ...
 
@@ -885,7 +888,7 @@ async def run_agent_shares(
     # arrives outside every run.
     await coordinator.shares.each(lambda s: s.drain())
     await asyncio.sleep(spec.drain_s)  # the drain window is a duration by definition
-    await coordinator.shares.each(lambda s: s.close())
+    await coordinator.phase(lambda s: s.close())
     mark = done("drain", mark)
     cleanup = None
     if read_gauges is not None and baseline is not None:

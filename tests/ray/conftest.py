@@ -55,8 +55,3 @@ def ray_cluster() -> Iterator[str]:
     finally:
         ray.shutdown()
         cluster.shutdown()
-
-
-# The Notes stack of the Notes tests (tests/ray/test_ray_isolation_suite.py shares their
-# xdist group, so one stack serves both).
-from tests.notes.conftest import notes_stack  # noqa: E402, F401

@@ -1,26 +1,39 @@
 """`pytest -m isolation --apex-executor ray` against the reference stack, its users (both
-scenarios: streamed agent runs and the REST resources) dealt over the three-node cluster:
-the clean stack passes with every criterion of a run in one process, and a leak between
-users fails naming who saw whose data, wherever the two users ran. (Each fault's teeth are
-proven in one process in tests/proofs; here the question is whether spreading the users
-changes what is judged and what is caught.)"""
+scenarios: streamed agent runs and the REST resources) dealt over the three-node cluster,
+with a leak between users switched on (`broadcast_events`: every run's events reach every
+socket). One run shows both halves of the question: the verdict judges every criterion a
+run in one process judges, everything the leak does not touch (the REST scenario, every
+control) holds, and the leak fails naming who saw whose data, users of different nodes
+among them. (Each fault's teeth are proven in one process in tests/proofs.)"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Final
 
 import pytest
 
 from tests.conftest import FaultStack
 from tests.proofs.conftest import failed_criteria, run_suite
-from tests.proofs.test_isolation_proofs import ARGS, CRITERIA, ISOLATION_SUITE, PROOF_USERS
+from tests.proofs.test_isolation_proofs import CRITERIA, ISOLATION_SUITE, SOCKET_SPILL
 from tests.ray.conftest import NEEDS_RAY, NODES
 
 pytestmark = [NEEDS_RAY, pytest.mark.xdist_group("fault-stack")]
 
-HEADER: Final = f"isolation executor ray: {NODES} shares on {NODES} nodes, STRICT_SPREAD"
+USERS: Final = 12  # four a node: enough to cross every pair of nodes
+ARGS: Final = (
+    "-m",
+    "isolation",
+    "-s",
+    f"--apex-threshold=concurrent_users_min={USERS}",
+    # 12 users check fewer payloads than 150: the rarest leak they can see is 1 in 20.
+    "--apex-threshold=isolation_detectable_leak_rate_max=0.05",
+    # The machine runs other tests beside this one: the runs' own pace is not the question.
+    "--apex-threshold=isolation_run_p95_s_max=10",
+    "--apex-executor=ray",
+    f"--apex-load-workers={NODES}",
+)
 
 
 @pytest.fixture
@@ -28,51 +41,30 @@ def stack(fault_stack: FaultStack) -> Iterator[FaultStack]:
     try:
         yield fault_stack
     finally:
-        fault_stack.reset_data()  # no agent run of a fault reaches a later check
+        fault_stack.reset_data()  # no agent run of the fault reaches a later check
 
 
-def _on_ray(
-    pytester: pytest.Pytester, urls: dict[str, str], ray_cluster: str
-) -> tuple[pytest.RunResult, dict[str, Any]]:
-    return run_suite(
+def test_a_leak_between_users_on_different_nodes_fails_and_nothing_else_does(
+    pytester: pytest.Pytester, stack: FaultStack, ray_cluster: str
+) -> None:
+    result, report = run_suite(
         pytester,
         ISOLATION_SUITE,
-        urls,
-        (
-            *ARGS,
-            "-s",
-            "--apex-executor=ray",
-            f"--apex-ray-address={ray_cluster}",
-            f"--apex-load-workers={NODES}",
-        ),
+        stack.suite_urls("broadcast_events"),
+        (*ARGS, f"--apex-ray-address={ray_cluster}"),
     )
-
-
-def test_the_clean_stack_passes_with_its_users_on_three_nodes(
-    pytester: pytest.Pytester, stack: FaultStack, ray_cluster: str
-) -> None:
-    result, report = _on_ray(pytester, stack.suite_urls(), ray_cluster)
     out = result.stdout.str()
-    assert out.count(HEADER) == 2, out[-3000:]  # the streaming and the REST scenario
-    assert report["verdict"] == "pass", failed_criteria(report)
+    header = f"isolation executor ray: {NODES} shares on {NODES} nodes, STRICT_SPREAD"
+    assert out.count(header) == 2, out[-3000:]  # the streaming and the REST scenario
     assert {c["name"] for c in report["criteria"]} == CRITERIA
+    failed = {c["name"] for c in failed_criteria(report)}
+    assert "cross_user_events" in failed
+    assert failed <= {"cross_user_events"} | SOCKET_SPILL, failed
     users = [c for c in report["criteria"] if c["name"] == "concurrent_users"]
-    assert [u["observed"] for u in users] == [PROOF_USERS, PROOF_USERS]
-
-
-def test_a_leak_between_users_on_different_nodes_fails_naming_them(
-    pytester: pytest.Pytester, stack: FaultStack, ray_cluster: str
-) -> None:
-    # Every run's events go to every socket: a user on one node receives the events of
-    # users on the others. (A REST leak on Ray: tests/ray/test_ray_isolation_on_notes.py.)
-    criterion = "cross_user_events"
-    result, report = _on_ray(pytester, stack.suite_urls("broadcast_events"), ray_cluster)
-    assert report["verdict"] == "fail"
-    assert criterion in {c["name"] for c in failed_criteria(report)}
-    result.stdout.fnmatch_lines([f"*isolation {criterion} * > 0: * breaches: *user* saw data of *"])
-    out = result.stdout.str()
+    assert [u["observed"] for u in users] == [USERS, USERS]
+    result.stdout.fnmatch_lines(["*isolation cross_user_events * > 0: * breaches: *saw data of *"])
     assert "apexcanary-" not in out
-    # Its examples name viewer and owner; users are dealt over the nodes like cards, so
+    # The examples name viewer and owner; users are dealt over the nodes like cards, so
     # user i ran on node i % 3: a viewer and an owner on different nodes were seen.
     pairs = re.findall(r"user(\d+) <[^>]*> received data of user(\d+) <", out)
     assert any(int(v) % NODES != int(o) % NODES for v, o in pairs), pairs
