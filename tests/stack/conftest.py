@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -52,3 +53,12 @@ def isolation_violations(http: httpx.Client, backend_url: str) -> dict[str, floa
     """apex_isolation_violations_total of the backend process, by kind."""
     family = metric_families(http, backend_url)["apex_isolation_violations"]
     return {s.labels["kind"]: s.value for s in family.samples if s.name.endswith("_total")}
+
+
+def wait_until(condition: Callable[[], bool], what: str, deadline_s: float = 30.0) -> None:
+    """Polls `condition` until it holds; fails naming `what` after `deadline_s`."""
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {deadline_s:.0f} s waiting until {what}")
+        time.sleep(0.2)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +29,7 @@ from pytest_apex.targets.compose import ComposeTarget
 from pytest_apex.targets.errors import StackStartError
 from pytest_apex.targets.lifecycle import new_project_name
 from tests.conftest import COMPOSE_FILE, ENV_FILE, STACK_DIR, FaultStack
-from tests.stack.conftest import User, login
+from tests.stack.conftest import User, login, wait_until
 
 sys.path.insert(0, str(STACK_DIR / "services"))  # the services' packages, as in their image
 from apex_migrations import (
@@ -49,14 +49,6 @@ V2_REFUSAL = (
     f"release v2 needs schema revision {EXPAND_THREAD_SUMMARY} (threads.summary); the "
     f"database lacks it: run the migrate job with APEX_DB_REVISION={EXPAND_THREAD_SUMMARY} first"
 )
-
-
-def wait_until(condition: Callable[[], bool], what: str, deadline_s: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s:.0f} s waiting until {what}")
-        time.sleep(0.2)
 
 
 class ReleaseStack(FaultStack):

@@ -16,7 +16,7 @@ from pytest_apex.adapters.apex import jwt_subprotocol, ws_url
 from pytest_apex.health.metrics import missing_series
 from pytest_apex.reference import reference_description
 from tests.conftest import read_env_file
-from tests.stack.conftest import User
+from tests.stack.conftest import User, wait_until
 
 AGENT_EVENTS = [
     "agent_started",
@@ -283,9 +283,21 @@ class TestAgentRun:
             assert event["thread_id"] == thread["id"]
             assert event["payload"]["user_id"] == user.id
             assert event["payload"]["user_request"] == text
-        row = http.get(f"{backend}/api/runs/{run_ids.pop()}", headers=user.auth)
+        run_id = run_ids.pop()
+        row = http.get(f"{backend}/api/runs/{run_id}", headers=user.auth)
         assert row.status_code == 200, row.text
-        assert row.json()["cleanup_completed"] is True
+        # The run's row is closed after its last event is sent (runner._record_end): wait
+        # for it, bounded, rather than race it.
+        wait_until(
+            lambda: (
+                http.get(f"{backend}/api/runs/{run_id}", headers=user.auth).json()[
+                    "cleanup_completed"
+                ]
+                is True
+            ),
+            f"run {run_id} records its cleanup",
+            deadline_s=15.0,
+        )
         assert row.json()["user_id"] == user.id
 
     def test_bearer_header_and_ping(self, apex_endpoints, new_user):
